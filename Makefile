@@ -30,7 +30,7 @@ test-all: install
 	$(BIN)/python -m pytest -q -m ""
 
 compile: install
-	$(BIN)/longalign compile
+	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
 
 clean:
 	rm -rf $(VENV) local_outputs

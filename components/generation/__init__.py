@@ -1,0 +1,3 @@
+from longalign.components.generation.component import generation
+
+__all__ = ["generation"]

@@ -1,0 +1,3 @@
+from longalign.components.packing.component import packing
+
+__all__ = ["packing"]

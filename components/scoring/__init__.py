@@ -1,0 +1,3 @@
+from longalign.components.scoring.component import scoring
+
+__all__ = ["scoring"]

@@ -1,0 +1,3 @@
+from longalign.components.sourcing.component import sourcing
+
+__all__ = ["sourcing"]

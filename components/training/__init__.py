@@ -1,0 +1,3 @@
+from longalign.components.training.component import training
+
+__all__ = ["training"]

@@ -1,0 +1,38 @@
+"""What every stage component shares: the image and the publishing of stage results as KFP artifacts.
+
+Components are thin: parse the stage's config section, call one library function, publish its stats.
+Their bodies import from the installed ``longalign`` package (KFP serialises only the function's source).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from longalign import __version__
+
+# The image tag is the package version, so KFP's cache key changes whenever the code does.
+IMAGE = f"ghcr.io/longalign/longalign:{__version__}"
+
+
+def publish(stats: dict[str, Any], metrics=None, markdown=None, markdown_file: str | Path | None = None,
+            html=None, html_file: str | Path | None = None) -> None:
+    """Log ``stats["metrics"]`` to a KFP Metrics artifact and copy report files into Markdown/HTML artifacts.
+
+    The Metrics artifact's file is written too: KFP's local cache treats an artifact whose file is
+    missing as stale, and on a cluster the file is harmless.
+    """
+    if metrics is not None:
+        for name, value in sorted((stats.get("metrics") or {}).items()):
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, (int, float)):
+                metrics.log_metric(name, value)
+        Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True))
+    for artifact, source in ((markdown, markdown_file), (html, html_file)):
+        if artifact is not None and source is not None:
+            Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, artifact.path)

@@ -1,0 +1,29 @@
+"""KFP component: the sourcing stage (long texts -> cleaned, deduplicated, length-filtered corpus)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Markdown, Metrics, Output
+
+from longalign.components.common import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def sourcing(
+    config: dict,
+    model: str,
+    corpus: Output[Dataset],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Read long texts from the configured sources, clean, deduplicate and length-filter them.
+
+    Args:
+        config: the `sourcing` config section (see longalign.config.SourcingConfig).
+        model: model spec whose tokenizer counts tokens.
+        corpus: output corpus directory (documents-*.parquet, stats.json, summary.md, lengths.png).
+    """
+    from longalign.components.common import publish
+    from longalign.config import parse_section
+    from longalign.sourcing import source
+
+    stats = source(parse_section("sourcing", config), model, corpus.path)
+    publish(stats, metrics, summary, f"{corpus.path}/summary.md")

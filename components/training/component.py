@@ -1,0 +1,35 @@
+"""KFP component: the training stage (fine-tune on packed rows with LongAlign's loss weighting).
+
+This component trains inside its own pod (one process). The multi-node launcher (Kubeflow
+Trainer TrainJob) is a separate component with caching off.
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from longalign.components.common import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def training(
+    config: dict,
+    base_model: str,
+    packed: Input[Dataset],
+    model: Output[Model],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Fine-tune a causal LM on packed rows.
+
+    Args:
+        config: the `training` config section (see longalign.config.TrainingConfig).
+        base_model: model spec to start from.
+        packed: the packing stage's output directory.
+        model: output checkpoint directory (safetensors + tokenizer, stats.json, summary.md).
+    """
+    from longalign.components.common import publish
+    from longalign.config import parse_section
+    from longalign.training import train
+
+    stats = train(parse_section("training", config), base_model, packed.path, model.path)
+    publish(stats, metrics, summary, f"{model.path}/summary.md")

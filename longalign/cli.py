@@ -1,0 +1,269 @@
+"""The ``longalign`` command line: one subcommand per stage, plus the whole DAG.
+
+Every stage subcommand runs the same library function the KFP component calls, on local paths.
+Configuration comes from a preset, an optional config file (YAML/JSON, sections named after the
+stages) and ``--set section.key=value`` overrides, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from longalign.config import RunConfig, load_run_config
+from longalign.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="LongAlign long-context alignment as a Kubeflow Pipelines DAG.",
+)
+log = logging.getLogger("longalign")
+
+PresetOpt = Annotated[str, typer.Option("--preset", help="Base configuration: default or tiny.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON file with config sections.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override, e.g. --set training.epochs=1 (in a stage command the section may be omitted).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).")]
+
+
+def _load_file(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    return data or {}
+
+
+def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
+            section: str | None = None, extra: dict[str, Any] | None = None) -> RunConfig:
+    overrides = []
+    for item in sets or []:
+        key = item.split("=", 1)[0]
+        if section and "." not in key and key != "model":
+            item = f"{section}.{item}"
+        overrides.append(item)
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return load_run_config(preset, _load_file(config_file), overrides)
+
+
+def _report(stats: dict[str, Any], output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"wrote {output}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted((stats.get("metrics") or {}).items()):
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console(stderr=False).print(table)
+
+
+@app.command()
+def source(
+    output: OutputOpt,
+    sources: Annotated[Optional[list[str]], typer.Option(
+        "--source", help="Source spec, repeatable: stdlib:, dir:PATH, jsonl:PATH[#field].")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model spec whose tokenizer counts tokens.")] = None,
+    min_tokens: Annotated[Optional[int], typer.Option()] = None,
+    max_tokens: Annotated[Optional[int], typer.Option()] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Source long texts: read, clean, deduplicate, length-filter."""
+    cfg = _config(preset, config, set_, "sourcing", {
+        "sourcing.sources": sources or None, "sourcing.min_tokens": min_tokens,
+        "sourcing.max_tokens": max_tokens, "model": model})
+    from longalign.sourcing import source as run
+
+    _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite), output)
+
+
+@app.command()
+def generate(
+    corpus: Annotated[Path, typer.Option("--corpus", help="The sourcing stage's output directory.")],
+    output: OutputOpt,
+    teacher: Annotated[Optional[str], typer.Option(help="local or synthetic.")] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate long instruction data (Self-Instruct over the corpus)."""
+    cfg = _config(preset, config, set_, "generation", {"generation.teacher": teacher})
+    from longalign.generation import generate as run
+
+    _report(run(cfg.generation, corpus, output, overwrite=overwrite), output)
+
+
+@app.command()
+def pack(
+    chats: Annotated[Path, typer.Option("--chats", help="The generation stage's output directory.")],
+    output: OutputOpt,
+    strategy: Annotated[Optional[str], typer.Option(help="pack, sort or naive.")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model spec (tokenizer, chat template).")] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Tokenise and pack chats into Arrow rows."""
+    cfg = _config(preset, config, set_, "packing", {
+        "packing.strategy": strategy, "packing.max_len": max_len, "model": model})
+    from longalign.packing import pack as run
+
+    _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite), output)
+
+
+@app.command()
+def train(
+    packed: Annotated[Path, typer.Option("--packed", help="The packing stage's output directory.")],
+    output: OutputOpt,
+    model: Annotated[Optional[str], typer.Option(help="Base model spec.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="longalign or token.")] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Fine-tune the base model on packed rows."""
+    cfg = _config(preset, config, set_, "training", {"training.loss": loss, "model": model})
+    from longalign.training import train as run
+
+    _report(run(cfg.training, cfg.model, packed, output, overwrite=overwrite), output)
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Option("--model", help="Fine-tuned checkpoint directory or model spec.")],
+    output: OutputOpt,
+    base_model: Annotated[Optional[str], typer.Option(help="Base model spec to compare with.")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory used as haystack.")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Comma-separated suites: needle,recall.")] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Score a model on the offline long-context suites."""
+    suites = [s.strip() for s in suite.split(",") if s.strip()] if suite else None
+    cfg = _config(preset, config, set_, "scoring", {"scoring.suites": suites})
+    from longalign.scoring import score as run
+
+    stats = run(cfg.scoring, model, output, base_model=base_model, corpus=corpus, overwrite=overwrite)
+    _report(stats, output)
+
+
+@app.command()
+def run(
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    root: Annotated[Path, typer.Option(help="Where kfp.local keeps runs and its cache.")] = Path("local_outputs"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task even if cached.")] = False,
+) -> None:
+    """Run the whole DAG on this machine (kfp.local), cached between runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from longalign.orchestrate import OUTPUT_STAGE, run_local
+
+    cfg = _config(preset, config, set_)
+    summary = run_local(cfg, root, enable_caching=not no_cache)
+    console = Console()
+    table = Table(title="artifacts")
+    table.add_column("stage")
+    table.add_column("output")
+    table.add_column("path")
+    for name, path in summary["outputs"].items():
+        table.add_row(OUTPUT_STAGE.get(name, ""), name, path)
+    console.print(table)
+    scores = Table(title="scores")
+    scores.add_column("metric")
+    scores.add_column("value", justify="right")
+    for key, value in sorted(summary.get("scores", {}).items()):
+        scores.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(scores)
+    console.print(f"pipeline finished in {summary['seconds']} s; report: "
+                  f"{Path(summary['outputs']['scores']) / 'report.html'}")
+
+
+@app.command(name="compile")
+def compile_(
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("pipelines/pipeline.yaml"),
+    components_dir: Annotated[Optional[Path], typer.Option(
+        help="Also write each stage component's YAML to DIR/<stage>/component.yaml.")] = None,
+) -> None:
+    """Write the pipeline as KFP IR YAML (upload it in the KFP UI)."""
+    from longalign.orchestrate import compile_components, compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(output)}")
+    for path in compile_components(components_dir) if components_dir else []:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")],
+    experiment: Annotated[str, typer.Option()] = "longalign",
+    run_name: Annotated[Optional[str], typer.Option()] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+) -> None:
+    """Start one pipeline run on a KFP endpoint (token from $LONGALIGN_KFP_TOKEN[_FILE])."""
+    from longalign.orchestrate import submit as do_submit
+
+    run_id = do_submit(host, _config(preset, config, set_), experiment=experiment,
+                       run_name=run_name, enable_caching=not no_cache)
+    typer.echo(f"submitted run {run_id}")
+
+
+@app.command()
+def schedule(
+    host: Annotated[str, typer.Option(help="KFP API endpoint.")],
+    cron: Annotated[str, typer.Option(help='6-field cron in UTC, e.g. "0 0 3 * * 0" (Sundays 03:00).')],
+    max_concurrency: Annotated[int, typer.Option(min=1)] = 1,
+    experiment: Annotated[str, typer.Option()] = "longalign",
+    name: Annotated[str, typer.Option(help="Recurring run name (replaced if it exists).")] = "longalign-retrain",
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Upload a new pipeline version and create or replace a recurring retrain."""
+    from longalign.orchestrate import schedule as do_schedule
+
+    job_id = do_schedule(host, _config(preset, config, set_), cron=cron, experiment=experiment,
+                         job_name=name, max_concurrency=max_concurrency)
+    typer.echo(f"scheduled recurring run {job_id}")
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(show_path=False)
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: user mistakes become one line on stderr and exit code 2 (usage errors: click's)."""
+    _setup_logging()
+    try:
+        app(args=argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+import pytest
+
+from longalign.errors import UserError
+from longalign.models import load_model, load_tokenizer, resolve_model
+
+
+def test_tiny_model_loads_with_chat_template(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    model = load_model(tiny_model)
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.num_hidden_layers == 2
+
+
+def test_tiny_model_is_deterministic(tiny_model):
+    a = load_model(tiny_model).state_dict()
+    b = load_model(resolve_model(tiny_model)).state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("embedded:huge", "unknown embedded model"),
+    ("./no/such/dir", "not found"),
+])
+def test_bad_specs(spec, fragment):
+    with pytest.raises(UserError, match=fragment):
+        resolve_model(spec)
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(UserError, match="config.json"):
+        resolve_model(str(tmp_path))
