@@ -67,7 +67,8 @@ class Tally:
 
     def reasons_line(self) -> str:
         total = self.rejected_total()
-        return ", ".join(f"{r} {n}" for r, n in total.most_common()) or "none"
+        ordered = sorted(total.items(), key=lambda rn: (-rn[1], rn[0]))
+        return ", ".join(f"{r} {n}" for r, n in ordered) or "none"
 
 
 def length_summary(lengths: list[int], low: int, high: int) -> dict[str, Any]:

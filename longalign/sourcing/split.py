@@ -6,9 +6,13 @@ line longer than that stays whole (its piece is then rejected as ``too_long``).
 
 Pieces are exact slices of the text: ``text[piece.start:piece.end] == piece.text``, and what lies
 between two consecutive pieces (and before the first / after the last) is only whitespace holding
-the boundary. The cut points balance the pieces: with ``k = ceil(remaining / budget)`` pieces still
-to make, each piece aims at ``remaining / k`` tokens, so a document slightly over the limit becomes
-two halves rather than one full piece plus a scrap that would fall under ``min_tokens``.
+the boundary. A piece keeps its leading indentation and never ends in whitespace.
+
+The cut points balance the pieces: with ``k = ceil(remaining / budget)`` pieces still to make,
+each piece aims at ``remaining / k`` tokens, so a document slightly over the limit becomes two
+halves rather than one full piece plus a scrap that would fall under ``min_tokens``. Counts of
+units are approximate (tokenisation is not additive), so every piece is counted again exactly and
+the plan is redone with a smaller budget while a piece is over the limit.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from longalign.sourcing.text import TokenCounter
 
 _BLANK_LINES = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
 _NEWLINE = re.compile(r"\n")
-BUDGETS = (0.97, 0.9, 0.8, 0.65)  # planning budgets (x max_tokens), tried until pieces fit
+BUDGETS = (1.0, 0.95, 0.85, 0.7)  # planning budgets (x max_tokens), tried until pieces fit
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,16 @@ class Piece:
 
 
 def _spans(text: str, start: int, end: int, separator: re.Pattern) -> list[tuple[int, int]]:
-    """Non-blank stretches of ``text[start:end]`` between matches of ``separator``."""
+    """Non-blank stretches of ``text[start:end]`` between matches of ``separator``.
+
+    A stretch keeps its leading whitespace (indentation) but not its trailing whitespace.
+    """
     spans, pos = [], start
     for match in separator.finditer(text, start, end):
         spans.append((pos, match.start()))
         pos = match.end()
     spans.append((pos, end))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
+    return [(a, a + len(text[a:b].rstrip())) for a, b in spans if text[a:b].strip()]
 
 
 def _units(text: str, counter: TokenCounter, max_tokens: int) -> tuple[list[tuple[int, int]], list[int]]:

@@ -1,0 +1,14 @@
+"""Sourcing stage: collect long documents, clean, deduplicate, filter by token length, write shards.
+
+``source(config, model, output)`` is the entry point used by the CLI and the KFP component.
+Sources are given as specs (``stdlib:``, ``dir:PATH``, ``jsonl:PATH#field``); see
+``longalign.sourcing.readers``. The output directory holds ``documents-*.parquet``, ``stats.json``,
+``summary.md`` and ``lengths.png``.
+"""
+
+from longalign.config import SourcingConfig
+from longalign.sourcing.readers import SCHEMES, open_reader
+from longalign.sourcing.stage import source
+from longalign.sourcing.writer import SCHEMA
+
+__all__ = ["SCHEMA", "SCHEMES", "SourcingConfig", "open_reader", "source"]
