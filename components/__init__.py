@@ -1,17 +1,7 @@
-"""KFP components, one per stage (installed as ``longalign.components``; source in the top-level components/ folder)."""
+"""KFP components, one per stage (installed as ``longalign.components``; source in components/).
 
-from longalign.components.generation import generation
-from longalign.components.packing import packing
-from longalign.components.scoring import scoring
-from longalign.components.sourcing import sourcing
-from longalign.components.training import training
-
-STAGE_COMPONENTS = {
-    "sourcing": sourcing,
-    "generation": generation,
-    "packing": packing,
-    "training": training,
-    "scoring": scoring,
-}
-
-__all__ = ["STAGE_COMPONENTS", "generation", "packing", "scoring", "sourcing", "training"]
+This package's __init__ stays empty on purpose: component bodies import
+``longalign.components.common`` at run time, inside KFP's executor, where the full DSL is not
+available. Import the components from ``longalign.components.registry`` or
+``longalign.components.<stage>``.
+"""

@@ -61,7 +61,7 @@ def compile_components(directory: str | os.PathLike = "components") -> list[Path
     """Compile each stage component to ``DIR/<stage>/component.yaml`` (for reuse in other pipelines)."""
     from kfp import compiler
 
-    from longalign.components import STAGE_COMPONENTS
+    from longalign.components.registry import STAGE_COMPONENTS
 
     written = []
     for stage, component in STAGE_COMPONENTS.items():

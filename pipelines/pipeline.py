@@ -10,7 +10,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
-from longalign.components import generation, packing, scoring, sourcing, training
+from longalign.components.registry import generation, packing, scoring, sourcing, training
 from longalign.config import PRESETS, RunConfig
 
 PIPELINE_NAME = "longalign"

@@ -1,3 +1,1 @@
-from longalign.components.generation.component import generation
-
-__all__ = ["generation"]
+"""The generation stage component (see component.py and README.md)."""

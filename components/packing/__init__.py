@@ -1,3 +1,1 @@
-from longalign.components.packing.component import packing
-
-__all__ = ["packing"]
+"""The packing stage component (see component.py and README.md)."""

@@ -1,3 +1,1 @@
-from longalign.components.scoring.component import scoring
-
-__all__ = ["scoring"]
+"""The scoring stage component (see component.py and README.md)."""

@@ -1,3 +1,1 @@
-from longalign.components.sourcing.component import sourcing
-
-__all__ = ["sourcing"]
+"""The sourcing stage component (see component.py and README.md)."""

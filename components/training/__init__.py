@@ -1,3 +1,1 @@
-from longalign.components.training.component import training
-
-__all__ = ["training"]
+"""The training stage component (see component.py and README.md)."""

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from kfp import compiler, components
 
-from longalign.components import STAGE_COMPONENTS
+from longalign.components.registry import STAGE_COMPONENTS
 from longalign.config import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
