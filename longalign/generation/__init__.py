@@ -1,0 +1,10 @@
+"""The generation stage: long-context chat samples from a sourced corpus.
+
+LongAlign's Self-Instruct procedure with a teacher model (``local``: a transformers causal LM),
+plus synthetic exact-answer recall tasks (JSON key-value retrieval, needle) that need no model.
+"""
+
+from longalign.generation.stage import generate
+from longalign.generation.teachers import Completion, LocalTeacher, Teacher
+
+__all__ = ["generate", "Completion", "LocalTeacher", "Teacher"]

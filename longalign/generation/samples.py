@@ -1,0 +1,128 @@
+"""The stage's output: chat samples, their Parquet schema, shards and the Markdown preview."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from longalign.io import markdown_table, write_parquet
+
+SHARD_ROWS = 2000
+SHARD_CHARS = 200_000_000  # a new shard also starts after this many characters of chat text
+PREVIEW_SAMPLES = 4
+
+SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("task", pa.string()),
+    ("teacher", pa.string()),
+    ("doc_id", pa.string()),
+    ("reference", pa.string()),
+    ("n_chars", pa.int64()),
+])
+
+
+def seeded_rng(seed: int, *parts: Any) -> random.Random:
+    """A generator determined by the seed and the given parts only (not by call order)."""
+    key = "\x1f".join(str(p) for p in (seed, *parts))
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def sample_id(doc_id: str, task: str, index: int) -> str:
+    """Stable sample id: a hash of document id, task and index."""
+    return hashlib.sha256(f"{doc_id}\x1f{task}\x1f{index}".encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One single-turn chat: user = document + question, assistant = answer."""
+
+    doc_id: str
+    task: str
+    index: int
+    teacher: str
+    user: str
+    answer: str
+    question: str  # the question alone (for the preview; not a column)
+    reference: str | None = None
+
+    @property
+    def id(self) -> str:
+        return sample_id(self.doc_id, self.task, self.index)
+
+    @property
+    def n_chars(self) -> int:
+        return len(self.user) + len(self.answer)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "messages": [{"role": "user", "content": self.user},
+                         {"role": "assistant", "content": self.answer}],
+            "task": self.task,
+            "teacher": self.teacher,
+            "doc_id": self.doc_id,
+            "reference": self.reference,
+            "n_chars": self.n_chars,
+        }
+
+
+def write_shards(directory: Path, samples: list[Sample]) -> list[str]:
+    """Write ``samples-00000.parquet`` and further shards; returns the file names."""
+    names: list[str] = []
+    rows: list[dict[str, Any]] = []
+    chars = 0
+
+    def flush() -> None:
+        name = f"samples-{len(names):05d}.parquet"
+        write_parquet(directory / name, pa.Table.from_pylist(rows, schema=SCHEMA))
+        names.append(name)
+
+    for sample in samples:
+        rows.append(sample.row())
+        chars += sample.n_chars
+        if len(rows) >= SHARD_ROWS or chars >= SHARD_CHARS:
+            flush()
+            rows, chars = [], 0
+    if rows or not names:
+        flush()
+    return names
+
+
+def _shorten(text: str, head: int = 400, tail: int = 200) -> str:
+    if len(text) <= head + tail + 50:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail:,} characters ...]\n{text[-tail:]}"
+
+
+def _fence(text: str) -> str:
+    return "~~~~text\n" + text.replace("~~~~", "~ ~ ~ ~") + "\n~~~~"
+
+
+def preview_markdown(samples: list[Sample], stats: dict[str, Any]) -> str:
+    """A few samples (teacher tasks first, then synthetic ones) and the main counts."""
+    lines = ["# Generated samples", ""]
+    by_task = stats["samples"]["by_task"]
+    lines.append(markdown_table(sorted(by_task.items()), ("task", "samples")))
+    rejects = sorted((reason, n) for reason, n in stats["rejects"].items() if n)
+    if rejects:
+        lines += ["## Rejected", "", markdown_table(rejects, ("reason", "count"))]
+    teacher_samples = [s for s in samples if s.reference is None]
+    synthetic = [s for s in samples if s.reference is not None]
+    shown = teacher_samples[: PREVIEW_SAMPLES - min(2, len(synthetic))]
+    shown += synthetic[: PREVIEW_SAMPLES - len(shown)]
+    for n, sample in enumerate(shown, 1):
+        lines += [
+            f"## Sample {n}: {sample.task} ({sample.teacher})", "",
+            f"- document: `{sample.doc_id}` ({sample.n_chars:,} characters in the chat)",
+            f"- question: {sample.question}", "",
+            "Answer:", "", _fence(sample.answer), "",
+            "<details><summary>User message (shortened)</summary>", "",
+            _fence(_shorten(sample.user)), "", "</details>", "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Teachers: whatever writes questions and answers, behind one small batched interface.
+
+A teacher takes a list of chats (each a list of ``{"role", "content"}`` messages) and returns one
+Completion per chat, in order. Batching is the teacher's business: the local teacher pads and
+runs several prompts per ``generate`` call; an API teacher (OpenAI-compatible, later) would send
+them concurrently. A teacher also knows its own tokenizer, so it middle-truncates documents to
+what it can read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from longalign.errors import UserError
+from longalign.progress import track
+
+Chat = list[dict[str, str]]
+TRUNCATION_MARK = "\n\n[...]\n\n"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One teacher reply. ``finish_reason`` is ``stop`` (ended on its own) or ``length``."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+class Teacher(Protocol):
+    """The interface every teacher implements."""
+
+    name: str  # recorded in each sample's ``teacher`` column, e.g. "local:embedded:smollm2"
+
+    def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        """``text`` cut to at most ``max_tokens`` teacher tokens by dropping its middle;
+        the flag says whether anything was cut."""
+
+    def complete(self, prompts: Sequence[Chat], max_new_tokens: int) -> list[Completion]:
+        """One deterministic completion per chat, in the order given."""
+
+
+def middle_truncate_offsets(text: str, offsets: Sequence[tuple[int, int]], max_tokens: int) -> tuple[str, bool]:
+    """Keep the first and last ``max_tokens // 2`` tokens (given as character offsets) of ``text``."""
+    if len(offsets) <= max_tokens:
+        return text, False
+    head = max_tokens // 2
+    tail = max_tokens - head
+    return text[: offsets[head - 1][1]] + TRUNCATION_MARK + text[offsets[len(offsets) - tail][0]:], True
+
+
+class LocalTeacher:
+    """A transformers causal LM, greedy decoding, batched with left padding."""
+
+    def __init__(self, spec: str, *, batch_size: int = 8, batch_tokens: int = 16384):
+        import torch
+
+        from longalign.models import load_model, load_tokenizer
+
+        start = time.monotonic()
+        self.name = f"local:{spec}"
+        self.tokenizer = load_tokenizer(spec)
+        self.tokenizer.padding_side = "left"
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"teacher model {spec!r} has no chat template; use an instruct model")
+        self.model = load_model(spec)
+        self.model.eval()
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        self._torch = torch
+        self.load_seconds = time.monotonic() - start
+        self.batches = 0
+
+    def _offsets(self, text: str) -> list[tuple[int, int]]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return list(backend.encode(text, add_special_tokens=False).offsets)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return list(enc["offset_mapping"])
+
+    def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        return middle_truncate_offsets(text, self._offsets(text), max_tokens)
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Prompt indices grouped longest first, within the batch size and padded-token budget."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        batches: list[list[int]] = []
+        for i in order:
+            current = batches[-1] if batches else None
+            # Longest first: the first prompt of a batch sets its padded width.
+            if (current is None or len(current) >= self.batch_size
+                    or (len(current) + 1) * lengths[current[0]] > self.batch_tokens):
+                batches.append([i])
+            else:
+                current.append(i)
+        return batches
+
+    def complete(self, prompts: Sequence[Chat], max_new_tokens: int) -> list[Completion]:
+        from transformers import GenerationConfig
+
+        torch = self._torch
+        texts = [self.tokenizer.apply_chat_template(list(chat), add_generation_prompt=True, tokenize=False)
+                 for chat in prompts]
+        encoded = [self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts]
+        lengths = [len(ids) for ids in encoded]
+        if self.max_positions and max(lengths, default=0) + max_new_tokens > self.max_positions:
+            raise UserError(
+                f"teacher prompt of {max(lengths)} tokens + {max_new_tokens} new tokens exceeds the "
+                f"teacher's {self.max_positions} positions: lower teacher_context_tokens"
+            )
+        eos = self.tokenizer.eos_token_id
+        gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+        results: list[Completion | None] = [None] * len(prompts)
+        for batch in track(self._batches(lengths), "teacher batches"):
+            enc = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            with torch.inference_mode():
+                out = self.model.generate(**enc, generation_config=gen_config)
+            self.batches += 1
+            new = out[:, enc["input_ids"].shape[1]:].tolist()
+            for i, ids in zip(batch, new):
+                stop = ids.index(eos) if eos in ids else None
+                kept = ids[:stop] if stop is not None else ids
+                results[i] = Completion(
+                    text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    prompt_tokens=lengths[i],
+                    completion_tokens=len(kept) + (stop is not None),
+                    finish_reason="stop" if stop is not None else "length",
+                )
+        return results  # type: ignore[return-value]
+
+
+def make_teacher(kind: str, model: str) -> Teacher:
+    """The teacher for ``config.teacher`` (``local``); ``synthetic`` needs none."""
+    if kind == "local":
+        return LocalTeacher(model)
+    raise UserError(f"unknown teacher {kind!r}; choose local or synthetic")

@@ -1,0 +1,90 @@
+"""Answering cases with an Answerer and aggregating the scores per suite, cell and task."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from statistics import mean
+
+from longalign.scoring.answerer import Answerer
+from longalign.scoring.cases import Case, score_case
+
+log = logging.getLogger("longalign")
+ANSWER_CHARS = 200  # raw answers are kept this short in scores.json
+
+
+def evaluate(cases: list[Case], answerer: Answerer) -> dict:
+    """Answer the cases and score them.
+
+    Cases go to the answerer in one call per generation budget (so it can batch or share prefixes);
+    cases whose answers need more new tokens than configured (``Case.answer_tokens``, e.g. UUIDs) go
+    through ``answerer.with_budget(n)`` when the answerer offers it. Returns
+    ``{suite: {"accuracy", "cases", "cells", "tasks", "prompt_tokens", "truncated", "answers"}}``; needle
+    cells are per (length, depth), recall cells per (task, length); accuracy is the mean case score.
+    """
+    answers: list[str] = [""] * len(cases)
+    fed = [c.prompt_tokens for c in cases]
+    groups: dict[int, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault(case.answer_tokens, []).append(i)
+    for budget, idx in sorted(groups.items()):
+        who = answerer.with_budget(budget) if budget and hasattr(answerer, "with_budget") else answerer
+        got = who.answer([cases[i].messages for i in idx])
+        if len(got) != len(idx):
+            raise RuntimeError(f"the answerer returned {len(got)} answers for {len(idx)} prompts")
+        used = getattr(who, "prompt_tokens", None)
+        for k, i in enumerate(idx):
+            answers[i] = got[k]
+            if used is not None and len(used) == len(idx):
+                fed[i] = used[k]
+    by_suite: dict[str, list[dict]] = defaultdict(list)
+    for case, answer, tokens in zip(cases, answers, fed):
+        answer = answer if isinstance(answer, str) else ""
+        row = {"task": case.task, "length": case.length, "index": case.index,
+               "prompt_tokens": case.prompt_tokens, "fed_tokens": tokens,
+               "expected": case.expected if case.kind == "set" else case.expected[0],
+               "answer": answer[:ANSWER_CHARS], "score": score_case(case, answer)}
+        if case.depth is not None:
+            row["depth"] = case.depth
+            row["needle_depth"] = case.extra.get("needle_depth")
+        by_suite[case.suite].append(row)
+    return {suite: _summarise(suite, rows) for suite, rows in by_suite.items()}
+
+
+def _summarise(suite: str, rows: list[dict]) -> dict:
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    tasks: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        key = (row["length"], row["depth"]) if suite == "needle" else (row["task"], row["length"])
+        cells[key].append(row["score"])
+        tasks[row["task"]].append(row["score"])
+    names = ("length", "depth") if suite == "needle" else ("task", "length")
+    tokens = [row["prompt_tokens"] for row in rows]
+    return {
+        "accuracy": mean(row["score"] for row in rows),
+        "cases": len(rows),
+        "cells": [{names[0]: k[0], names[1]: k[1], "score": mean(v), "n": len(v)}
+                  for k, v in sorted(cells.items())],
+        "tasks": {task: mean(v) for task, v in sorted(tasks.items())},
+        "prompt_tokens": {"min": min(tokens), "max": max(tokens)},
+        "truncated": sum(row["fed_tokens"] < row["prompt_tokens"] for row in rows),
+        "answers": rows,
+    }
+
+
+def metrics(results: dict[str, dict]) -> dict[str, float]:
+    """Flat KFP metrics: ``<suite>_accuracy``, ``recall_<task>_accuracy``, their ``base_`` twins and
+    ``<suite>_delta`` (model minus base, in [-1, 1])."""
+    out: dict[str, float] = {}
+    for label, result in results.items():
+        prefix = "" if label == "model" else f"{label}_"
+        for suite, summary in result["suites"].items():
+            out[f"{prefix}{suite}_accuracy"] = round(summary["accuracy"], 6)
+            if suite == "recall":
+                for task, value in summary["tasks"].items():
+                    out[f"{prefix}recall_{task}_accuracy"] = round(value, 6)
+    if "base" in results:
+        for suite in results["model"]["suites"]:
+            if suite in results["base"]["suites"]:
+                out[f"{suite}_delta"] = round(out[f"{suite}_accuracy"] - out[f"base_{suite}_accuracy"], 6)
+    return out

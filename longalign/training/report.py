@@ -1,0 +1,114 @@
+"""stats.json, summary.md and loss.png of the training stage."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from longalign.io import markdown_table, write_json
+from longalign.training.loop import StepResult
+
+
+def length_bucket(n: int) -> str:
+    """Power-of-two bucket of a sample length, e.g. 1500 -> "1025-2048"."""
+    hi = 1 << max(0, math.ceil(math.log2(max(n, 1))))
+    lo = hi // 2 + 1 if hi > 1 else 1
+    return f"{lo}-{hi}"
+
+
+def loss_by_length(samples: list[tuple[int, float]]) -> dict[str, dict[str, float]]:
+    """Mean per-sample loss (as seen during training) per length bucket, short to long."""
+    groups: dict[str, list[float]] = {}
+    for n, loss in sorted(samples):
+        groups.setdefault(length_bucket(n), []).append(loss)
+    return {k: {"samples": len(v), "mean_loss": sum(v) / len(v)} for k, v in groups.items()}
+
+
+def build_stats(results: list[StepResult], samples: list[tuple[int, float]],
+                info: dict[str, Any]) -> dict[str, Any]:
+    """The stage's stats: per-step series, totals, per-length losses and flat KFP metrics."""
+    losses = [r.loss for r in results]
+    tokens = sum(r.tokens for r in results)
+    seconds = sum(r.seconds for r in results)
+    tps = tokens / seconds if seconds > 0 else 0.0
+    stats = dict(info)
+    stats.update({
+        "steps": len(results),
+        "loss": losses,
+        "lr": [r.lr for r in results],
+        "step_tokens": [r.tokens for r in results],
+        "step_seconds": [round(r.seconds, 4) for r in results],
+        "epoch_of_step": [r.epoch for r in results],
+        "final_loss": losses[-1] if losses else None,
+        "mean_loss": sum(losses) / len(losses) if losses else None,
+        "tokens": tokens,
+        "train_seconds": seconds,
+        "tokens_per_second": tps,
+        "loss_by_length": loss_by_length(samples),
+    })
+    metrics = {
+        "final_loss": stats["final_loss"], "mean_loss": stats["mean_loss"],
+        "first_loss": losses[0] if losses else None, "steps": len(results), "tokens": tokens,
+        "tokens_per_second": tps, "train_seconds": seconds,
+        "seconds_per_step": seconds / len(results) if results else None,
+    }
+    stats["metrics"] = {k: v for k, v in metrics.items() if v is not None}
+    return stats
+
+
+def write_summary(path: Path, stats: dict[str, Any]) -> None:
+    """A short Markdown report for the KFP UI."""
+    lines = [
+        "# Training",
+        "",
+        f"Model `{stats['model']}` on {stats['samples']} samples in {stats['micro_batches']} "
+        f"micro-batches (strategy `{stats['strategy']}`), loss `{stats['loss_mode']}`, "
+        f"{stats['world_size']} process(es), {stats['steps']} optimizer steps.",
+        "",
+        markdown_table([
+            ("first loss", _fmt(stats["loss"][0] if stats["loss"] else None)),
+            ("final loss", _fmt(stats["final_loss"])),
+            ("mean loss", _fmt(stats["mean_loss"])),
+            ("real tokens", stats["tokens"]),
+            ("tokens / s", f"{stats['tokens_per_second']:.1f}"),
+            ("seconds", f"{stats['train_seconds']:.1f}"),
+        ], ("", "value")),
+    ]
+    if stats["loss_by_length"]:
+        lines += ["", "Mean token loss per sample, by sample length (as trained, all epochs):", "",
+                  markdown_table([(k, v["samples"], _fmt(v["mean_loss"]))
+                                  for k, v in stats["loss_by_length"].items()],
+                                 ("tokens", "samples", "mean loss"))]
+    if stats.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in stats["warnings"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_loss(path: Path, stats: dict[str, Any]) -> None:
+    """Loss per optimizer step (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = list(range(1, len(stats["loss"]) + 1))
+    ax.plot(steps, stats["loss"], marker="o" if len(steps) < 50 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"loss ({stats['loss_mode']})")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(out: Path, stats: dict[str, Any]) -> None:
+    write_json(out / "stats.json", stats)
+    write_summary(out / "summary.md", stats)
+    plot_loss(out / "loss.png", stats)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"

@@ -1,0 +1,81 @@
+"""The local transformers teacher: plumbing with the random tiny model, a real run with SmolLM2."""
+
+import pytest
+
+from longalign.config import GenerationConfig
+from longalign.generation import generate
+from longalign.generation.teachers import TRUNCATION_MARK, LocalTeacher, middle_truncate_offsets
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return LocalTeacher("embedded:tiny")
+
+
+def test_middle_truncation_keeps_both_ends():
+    text = "abcdefghij"
+    offsets = [(i, i + 1) for i in range(10)]
+    assert middle_truncate_offsets(text, offsets, 10) == (text, False)
+    assert middle_truncate_offsets(text, offsets, 4) == ("ab" + TRUNCATION_MARK + "ij", True)
+
+
+def test_teacher_truncates_in_its_own_tokens(tiny, document):
+    text = document(1, paragraphs=40)
+    short, cut = tiny.truncate(text, 300)
+    assert cut and TRUNCATION_MARK in short
+    head, tail = short.split(TRUNCATION_MARK)
+    assert text.startswith(head) and text.endswith(tail)
+    assert len(tiny._offsets(head)) + len(tiny._offsets(tail)) <= 302  # a boundary may re-merge
+    assert tiny.truncate("short text", 300) == ("short text", False)
+
+
+def test_complete_is_batched_ordered_and_deterministic(tiny):
+    chats = [[{"role": "user", "content": "word " * n}] for n in (3, 40, 12)]
+    first = tiny.complete(chats, max_new_tokens=5)
+    again = tiny.complete(chats, max_new_tokens=5)
+    assert first == again
+    lengths = [c.prompt_tokens for c in first]
+    assert lengths[0] < lengths[2] < lengths[1]  # results come back in prompt order
+    assert all(1 <= c.completion_tokens <= 5 for c in first)
+    assert all(c.finish_reason in ("stop", "length") for c in first)
+    assert tiny.complete([], max_new_tokens=5) == []
+
+
+def test_batches_respect_size_and_token_budget(tiny):
+    old = tiny.batch_size, tiny.batch_tokens
+    try:
+        tiny.batch_size, tiny.batch_tokens = 2, 100
+        batches = tiny._batches([10, 60, 30, 20, 5])
+        assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+        assert all(len(b) <= 2 for b in batches)
+        assert batches[0] == [1]  # 2 x 60 > 100: the longest prompt runs alone
+    finally:
+        tiny.batch_size, tiny.batch_tokens = old
+
+
+def test_stage_with_random_teacher_counts_rejects(corpus, tmp_path):
+    config = GenerationConfig(teacher="local", teacher_model="embedded:tiny", teacher_documents=2,
+                              synthetic_per_document=1, teacher_context_tokens=256, max_new_tokens=6)
+    stats = generate(config, corpus, tmp_path / "out")
+    usage = stats["teacher_usage"]
+    assert usage["calls"] >= 2 and usage["generated_tokens"] >= 2 and usage["batches"] >= 1
+    assert usage["truncated_documents"] == 2
+    teacher_samples = stats["samples"]["by_teacher"].get("local:embedded:tiny", 0)
+    rejected = sum(stats["rejects"][k] for k in ("no_question", "empty_answer", "refusal", "copied_document"))
+    assert teacher_samples + rejected == 2  # every teacher document is accounted for
+    assert stats["samples"]["by_teacher"]["synthetic"] == 5
+
+
+@pytest.mark.slow
+def test_smollm2_writes_a_real_answer(tmp_path, corpus_writer, document):
+    corpus = corpus_writer(tmp_path / "c", [document(1, paragraphs=6)])
+    config = GenerationConfig(teacher="local", teacher_model="embedded:smollm2", teacher_documents=1,
+                              synthetic_per_document=0, teacher_context_tokens=512, max_new_tokens=64)
+    stats = generate(config, corpus, tmp_path / "out")
+    import pyarrow.parquet as pq
+
+    (row,) = pq.read_table(tmp_path / "out" / "samples-00000.parquet").to_pylist()
+    assert row["teacher"] == "local:embedded:smollm2" and row["reference"] is None
+    assert row["messages"][0]["content"].startswith(document(1, paragraphs=6))
+    assert len(row["messages"][1]["content"].split()) >= 2
+    assert stats["teacher_usage"]["calls"] == 2

@@ -1,0 +1,270 @@
+"""The packing stage end to end: Arrow layout, row contents, strategies, stats and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from longalign.config import PackingConfig
+from longalign.errors import UserError
+from longalign.models import load_tokenizer
+from longalign.packing import ROW_SCHEMA, pack, read_packed
+from longalign.packing.encode import IGNORE, ChatEncoder
+from longalign.packing.store import SampleStore, write_rows
+
+CHAT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("task", pa.string()), ("teacher", pa.string()), ("doc_id", pa.string()),
+    ("reference", pa.string()), ("n_chars", pa.int64()),
+])
+
+
+def sample(i: int, words: int, turns: int = 1) -> dict:
+    messages = [{"role": "system", "content": "Be brief."}] if i % 3 == 0 else []
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"doc{i} " + "word " * (words if t == 0 else 3)})
+        messages.append({"role": "assistant", "content": f"Answer {i}.{t} is {i * 7 + t}."})
+    return {"id": f"s{i:03d}", "messages": messages, "task": "general", "teacher": "synthetic",
+            "doc_id": f"d{i}", "reference": None if i % 2 else "ref", "n_chars": words * 5}
+
+
+def write_chats(directory: Path, samples: list[dict], shards: int = 3) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        part = samples[s::shards]
+        pq.write_table(pa.Table.from_pylist(part, schema=CHAT_SCHEMA),
+                       directory / f"samples-{s:05d}.parquet")
+    return directory
+
+
+GOOD = [sample(i, words=5 + (i * 37) % 180, turns=1 + i % 3) for i in range(45)]
+BAD = [
+    {**sample(100, 5), "id": "no-assistant", "messages": [{"role": "user", "content": "hi"}]},
+    {**sample(101, 5), "id": "empty", "messages": [{"role": "user", "content": " "},
+                                                    {"role": "assistant", "content": "x"}]},
+    {**sample(102, 5), "id": "role", "messages": [{"role": "tool", "content": "t"},
+                                                  {"role": "assistant", "content": "x"}]},
+    {**sample(103, 900), "id": "too-long"},
+    {**sample(104, 5), "id": "s001"},  # duplicate id
+]
+MAX_LEN = 512
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return load_tokenizer(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory) -> Path:
+    return write_chats(tmp_path_factory.mktemp("chats") / "chats", GOOD + BAD)
+
+
+@pytest.fixture(scope="module")
+def expected(tokenizer) -> dict:
+    """Each good sample encoded on its own: id -> (input_ids, labels)."""
+    encoder = ChatEncoder(tokenizer, MAX_LEN)
+    out = encoder.encode_batch([s["id"] for s in GOOD], [s["messages"] for s in GOOD])
+    return {e.id: (e.input_ids.tolist(), e.labels.tolist()) for e in out}
+
+
+def run(chats: Path, out: Path, **cfg) -> dict:
+    cfg.setdefault("max_len", MAX_LEN)
+    return pack(PackingConfig(**cfg), "embedded:tiny", chats, out)
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [r for t in read_packed(out)[1] for r in t.to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def packed(chats, tmp_path_factory, tiny_model) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("packed") / "out"
+    return out, run(chats, out)
+
+
+def test_files_schema_and_memory_map(packed):
+    out, stats = packed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "lengths.png", "meta.json", "rows-00000.arrow", "stats.json", "summary.md"]
+    with pa.memory_map(str(out / "rows-00000.arrow"), "r") as source:
+        reader = pa.ipc.open_file(source)
+        assert reader.schema.equals(ROW_SCHEMA)
+        assert reader.schema.field("input_ids").type == pa.large_list(pa.int32())
+        assert reader.schema.field("seq_lens").type == pa.list_(pa.int32())
+        assert reader.schema.field("batch").type == pa.int64()
+        assert reader.read_all().num_rows == stats["rows"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert {k: meta[k] for k in ("schema_version", "strategy", "max_len", "model", "pad_token_id")} == {
+        "schema_version": 1, "strategy": "pack", "max_len": MAX_LEN, "model": "embedded:tiny",
+        "pad_token_id": 2}
+    assert (meta["rows"], meta["batches"], meta["samples"], meta["tokens"]) == (
+        stats["rows"], stats["batches"], stats["samples_packed"], stats["tokens"])
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert "| efficiency |" in (out / "summary.md").read_text()
+    assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_read_packed_maps_without_copying(packed):
+    out, _ = packed
+    before = pa.total_allocated_bytes()
+    meta, tables = read_packed(out)
+    assert pa.total_allocated_bytes() - before < 4096  # buffers point into the memory map
+    assert meta["rows"] == sum(t.num_rows for t in tables)
+
+
+def test_rows_hold_the_samples_exactly(packed, expected, tokenizer):
+    out, stats = packed
+    rows = rows_of(out)
+    seen = []
+    for k, row in enumerate(rows):
+        assert row["batch"] == k  # pack: one row per micro-batch, in order
+        assert sum(row["seq_lens"]) == len(row["input_ids"]) == len(row["labels"]) <= MAX_LEN
+        assert len(row["seq_lens"]) == len(row["n_targets"]) == len(row["sample_ids"])
+        start = 0
+        for sid, n, nt in zip(row["sample_ids"], row["seq_lens"], row["n_targets"]):
+            ids, labels = row["input_ids"][start:start + n], row["labels"][start:start + n]
+            assert (ids, labels) == expected[sid]
+            assert labels[0] == IGNORE  # nothing is predicted across a boundary
+            assert nt == sum(lab != IGNORE for lab in labels) > 0
+            start += n
+        concat = [t for sid in row["sample_ids"] for t in expected[sid][0]]
+        assert tokenizer.decode(row["input_ids"]) == tokenizer.decode(concat)
+        seen += row["sample_ids"]
+    assert sorted(seen) == sorted(expected)
+    assert stats["samples_packed"] == len(expected) == len(seen)
+
+
+def test_targets_are_exactly_the_assistant_turns(packed, tokenizer):
+    out, _ = packed
+    answers = {s["id"]: [m["content"] + "<|im_end|>" for m in s["messages"] if m["role"] == "assistant"]
+               for s in GOOD}
+    for row in rows_of(out):
+        start = 0
+        for sid, n in zip(row["sample_ids"], row["seq_lens"]):
+            runs, cur = [], []
+            for tok, lab in zip(row["input_ids"][start:start + n], row["labels"][start:start + n]):
+                if lab != IGNORE:
+                    assert lab == tok
+                    cur.append(tok)
+                elif cur:
+                    runs.append(tokenizer.decode(cur))
+                    cur = []
+            assert not cur  # the sample ends with an untrained newline after <|im_end|>
+            assert runs == answers[sid]
+            start += n
+
+
+def test_stats_count_every_bad_case(packed):
+    _, stats = packed
+    assert stats["samples_in"] == len(GOOD) + len(BAD)
+    assert stats["skipped"] == {"bad_role": 1, "duplicate_id": 1, "empty_message": 1,
+                                "no_assistant": 1, "too_long": 1}
+    assert stats["skipped_total"] + stats["samples_packed"] == stats["samples_in"]
+    assert {e["id"] for e in stats["skipped_examples"]} >= {"no-assistant", "empty", "role", "too-long"}
+    assert stats["rows"] >= stats["lower_bound_rows"] == -(-stats["tokens"] // MAX_LEN)
+    assert stats["efficiency"] == pytest.approx(stats["tokens"] / (stats["rows"] * MAX_LEN), abs=1e-6)
+    assert sum(stats["length_histogram"]["counts"]) == stats["samples_packed"]
+    assert sum(int(k) * v for k, v in stats["samples_per_row"].items()) == stats["samples_packed"]
+    metrics = stats["metrics"]
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["efficiency"] == stats["efficiency"] and metrics["skipped"] == 5
+
+
+def batches_of(rows: list[dict]) -> list[list[dict]]:
+    groups: list[list[dict]] = []
+    for row in rows:
+        if not groups or groups[-1][0]["batch"] != row["batch"]:
+            groups.append([])
+        groups[-1].append(row)
+    return groups
+
+
+def test_sort_strategy(chats, tmp_path, expected):
+    stats = run(chats, tmp_path / "out", strategy="sort", batch_size=4, seed=3)
+    rows = rows_of(tmp_path / "out")
+    assert all(len(r["seq_lens"]) == 1 for r in rows)
+    groups = batches_of(rows)
+    assert [g[0]["batch"] for g in groups] == list(range(len(groups)))
+    lengths = [[r["seq_lens"][0] for r in g] for g in groups]
+    assert all(ls == sorted(ls) for ls in lengths)
+    ordered = sorted(lengths, key=lambda ls: ls[0])
+    assert [x for ls in ordered for x in ls] == sorted(len(v[0]) for v in expected.values())
+    assert sorted(map(len, lengths)) == [1] + [4] * 11
+    assert lengths != ordered  # the group order is shuffled
+    padded = sum(len(ls) * max(ls) for ls in lengths)
+    assert stats["efficiency"] == pytest.approx(stats["tokens"] / padded, abs=1e-6)
+    assert stats["batches"] == 12 and stats["rows"] == len(expected)
+
+
+def test_naive_strategy(chats, tmp_path, expected):
+    run(chats, tmp_path / "a", strategy="naive", batch_size=5, seed=1)
+    run(chats, tmp_path / "b", strategy="naive", batch_size=5, seed=2)
+    a, b = rows_of(tmp_path / "a"), rows_of(tmp_path / "b")
+    assert [len(g) for g in batches_of(a)] == [5] * 9
+    order = [r["sample_ids"][0] for r in a]
+    assert sorted(order) == sorted(expected)
+    assert order != [r["sample_ids"][0] for r in b]
+    assert [r["batch"] for r in a] == [k // 5 for k in range(45)]
+
+
+def test_same_seed_same_output(chats, tmp_path, packed):
+    run(chats, tmp_path / "again")
+    assert rows_of(tmp_path / "again") == rows_of(packed[0])
+    run(chats, tmp_path / "other", seed=7)
+    assert rows_of(tmp_path / "other") != rows_of(packed[0])
+
+
+def test_middle_truncation_in_the_stage(chats, tmp_path):
+    stats = run(chats, tmp_path / "out", truncation="middle", label_turns="last")
+    assert stats["truncated"] == 1 and "too_long" not in stats["skipped"]
+    row = next(r for r in rows_of(tmp_path / "out") if "too-long" in r["sample_ids"])
+    k = row["sample_ids"].index("too-long")
+    assert row["seq_lens"][k] == MAX_LEN and row["n_targets"][k] > 0
+
+
+def test_shards_and_record_batches(tokenizer, tmp_path):
+    encoder = ChatEncoder(tokenizer, MAX_LEN)
+    encoded = encoder.encode_batch([s["id"] for s in GOOD], [s["messages"] for s in GOOD])
+    store = SampleStore(tmp_path / "samples.arrow")
+    store.append(encoded[:20])
+    store.append(encoded[20:])
+    store.close()
+    lengths = np.array([len(e.input_ids) for e in encoded])
+    batches = [[[i] for i in range(j, min(j + 3, 45))] for j in range(0, 45, 3)]
+    names = write_rows(tmp_path, store.open(), lengths, batches, rows_per_record_batch=4,
+                       tokens_per_file=1000)
+    assert len(names) > 1
+    last, rows = -1, 0
+    for name in names:
+        with pa.memory_map(str(tmp_path / name), "r") as source:
+            reader = pa.ipc.open_file(source)
+            sizes = [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)]
+            assert max(sizes) <= 4
+            batch_ids = reader.read_all().column("batch").to_pylist()
+        assert batch_ids[0] == last + 1  # files start at a micro-batch boundary
+        assert batch_ids == sorted(batch_ids)
+        last, rows = batch_ids[-1], rows + len(batch_ids)
+    assert rows == 45 and last == 14
+
+
+def test_errors_write_nothing(tmp_path, chats):
+    with pytest.raises(UserError, match="not found"):
+        run(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no"):
+        run(tmp_path / "empty", tmp_path / "out")
+    bad = write_chats(tmp_path / "bad", BAD[:3], shards=1)
+    with pytest.raises(UserError, match="no usable samples"):
+        run(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "empty" / "samples-00000.parquet")
+    with pytest.raises(UserError, match="lack column"):
+        run(tmp_path / "empty", tmp_path / "out")

@@ -1,0 +1,143 @@
+"""The scoring stage end to end: outputs, report, corpus haystack, user errors."""
+
+import base64
+import json
+import shutil
+from html.parser import HTMLParser
+
+import pyarrow as pa
+import pytest
+
+from longalign.config import ScoringConfig, load_run_config
+from longalign.errors import UserError
+from longalign.io import write_parquet
+from longalign.scoring import score
+from longalign.scoring.evaluate import metrics
+from longalign.scoring.haystack import load_source
+from longalign.scoring.stage import score_answerer, write_outputs
+
+FILES = {"scores.json", "stats.json", "report.html", "report.md", "needle.png"}
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.open = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag == "table":
+            self.tables += 1
+        if tag not in ("img", "meta"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (tag, self.open[-3:])
+        self.open.pop()
+
+
+def _check_html(path):
+    parser = _Collect()
+    parser.feed(path.read_text())
+    parser.close()
+    assert not parser.open
+    assert parser.tables >= 2
+    assert len(parser.images) == 1 and parser.images[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(parser.images[0].split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run: a fine-tuned checkpoint directory (a copy of embedded:tiny) against its base."""
+    from longalign.models import resolve_model
+
+    root = tmp_path_factory.mktemp("scoring")
+    checkpoint = root / "checkpoint"
+    shutil.copytree(resolve_model("embedded:tiny"), checkpoint)
+    config = load_run_config("tiny").scoring
+    stats = score(config, checkpoint, root / "out", base_model="embedded:tiny")
+    return config, stats, root / "out"
+
+
+def test_real_run_writes_everything(tiny_run):
+    config, stats, out = tiny_run
+    assert {p.name for p in out.iterdir()} == FILES
+    assert json.loads((out / "stats.json").read_text()) == stats
+    m = stats["metrics"]
+    for key in ("needle_accuracy", "recall_accuracy", "base_needle_accuracy", "base_recall_accuracy"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["needle_delta"] == pytest.approx(m["needle_accuracy"] - m["base_needle_accuracy"])
+    scores = json.loads((out / "scores.json").read_text())
+    model = scores["models"]["model"]["suites"]
+    assert len(model["needle"]["cells"]) == len(config.lengths) * len(config.depths)
+    assert {(c["task"], c["length"]) for c in model["recall"]["cells"]} == {
+        (t, 512) for t in ("kv", "multikey", "vartrack")}
+    assert all(a["prompt_tokens"] <= 512 for a in model["needle"]["answers"])
+    assert all(isinstance(a["answer"], str) for a in model["recall"]["answers"])
+    assert scores["models"]["base"]["spec"] == "embedded:tiny"
+    _check_html(out / "report.html")
+    assert "| needle |" in (out / "report.md").read_text()
+
+
+def test_missing_model_dir_is_a_user_error_and_writes_nothing(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        score(ScoringConfig(lengths=[512]), tmp_path / "nope", tmp_path / "out")
+    with pytest.raises(UserError):
+        score(ScoringConfig(lengths=[512]), "embedded:tiny", tmp_path / "out", base_model="embedded:nope")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_corpus_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="corpus"):
+        score(ScoringConfig(lengths=[512]), "embedded:tiny", tmp_path / "out", corpus=tmp_path / "missing")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corpus_text_becomes_the_haystack_and_empty_rows_are_counted(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = ["Alpha line one.\nAlpha line two.", "", None, "Beta paragraph.\nMore beta."]
+    write_parquet(corpus / "documents-00000.parquet", pa.table({"text": texts}))
+    source = load_source(corpus, 256)
+    assert source.info["skipped"] == {"empty_text": 2}
+    assert source.info["documents_used"] == 2
+    assert source.text.startswith("Alpha line one.")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_parquet(bad / "documents-00000.parquet", pa.table({"body": ["x"]}))
+    with pytest.raises(UserError, match="'text'"):
+        load_source(bad, 256)
+
+
+def test_report_from_an_injected_answerer(tmp_path):
+    """Oracle for the model, silence for the base: the report shows both and the deltas."""
+    from longalign.models import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded:tiny")
+    config = ScoringConfig(lengths=[400, 800], depths=[0.2, 0.8], recall_samples=1)
+    source = load_source(None, 800)
+
+    class Oracle:
+        def answer(self, prompts):
+            out = []
+            for p in prompts:
+                text = p[0]["content"]
+                case = next(c for c in cases if c.user_text == text)
+                out.append(", ".join(case.expected))
+            return out
+
+    from longalign.scoring.stage import build_cases
+
+    cases = build_cases(config, tokenizer, source)
+    results = {
+        "model": score_answerer(config, "oracle", tokenizer, Oracle(), source),
+        "base": score_answerer(config, "silent", tokenizer,
+                               type("S", (), {"answer": lambda self, p: [""] * len(p)})(), source),
+    }
+    stats = write_outputs(tmp_path, config, results, source.info, 1.0)
+    assert stats["metrics"] == metrics(results)
+    assert stats["metrics"]["needle_delta"] == 1.0 and stats["metrics"]["recall_delta"] == 1.0
+    _check_html(tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "+1.00" in html and "oracle" in html and "silent" in html

@@ -1,0 +1,135 @@
+"""Packed rows through the registered per-sample attention equal each sample run alone."""
+
+import pytest
+import torch
+from training_helpers import tiny_llama, one_thread  # noqa: F401 (fixture)
+
+from longalign.training import attention
+from longalign.training.attention import (ATTN_NAME, check_inputs, install_input_guard,
+                                          prepare_for_packed_training, register,
+                                          segments_from_position_ids, select_attention)
+
+LENS = [5, 11, 3, 9]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _packed(vocab=97, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = [torch.randint(3, vocab, (n,), generator=g) for n in LENS]
+    row = torch.cat(ids)[None]
+    pos = torch.cat([torch.arange(n) for n in LENS])[None]
+    return ids, row, pos
+
+
+def _ours(model):
+    model.config._attn_implementation = register()
+    return model
+
+
+def _alone(model, ids):
+    with torch.no_grad():
+        return torch.cat([model(input_ids=x[None]).logits for x in ids], dim=1)
+
+
+@pytest.mark.parametrize("how", ["position_ids", "seq_lens", "cu_seq_lens"])
+def test_packed_logits_equal_per_sample_logits(how):
+    model = _ours(tiny_llama()).eval()
+    ids, row, pos = _packed()
+    ref = _alone(model, ids)
+    kwargs = {}
+    if how == "seq_lens":
+        kwargs["longalign_seq_lens"] = [LENS]
+    if how == "cu_seq_lens":
+        cu = torch.tensor([0] + torch.tensor(LENS).cumsum(0).tolist(), dtype=torch.int32)
+        kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu)
+    with torch.no_grad():
+        out = model(input_ids=row, position_ids=pos, **kwargs).logits
+    assert (out - ref).abs().max() < 1e-4
+    # the samples really interact without boundaries, so the check above can fail
+    with torch.no_grad():
+        joined = model(input_ids=row).logits
+    assert (joined - ref).abs().max() > 1e-2
+
+
+def test_default_use_cache_config_is_still_isolated_in_train_mode():
+    model = _ours(tiny_llama())
+    assert model.config.use_cache  # the transformers default that breaks built-in packing
+    model.train()
+    ids, row, pos = _packed()
+    ref = _alone(model, ids)
+    with torch.no_grad():
+        out = model(input_ids=row, position_ids=pos).logits
+    assert (out - ref).abs().max() < 1e-4
+
+
+def test_prepare_turns_off_the_cache_and_guards_inputs():
+    model = prepare_for_packed_training(_ours(tiny_llama()))
+    assert model.config.use_cache is False
+    _, row, pos = _packed()
+    with pytest.raises(ValueError, match="all-ones attention_mask"):
+        model(input_ids=row, position_ids=pos, attention_mask=torch.ones_like(row))
+
+
+def test_guard_catches_all_ones_mask_with_packed_rows_for_builtin_sdpa_too():
+    model = tiny_llama()
+    model.config._attn_implementation = "sdpa"
+    install_input_guard(model)
+    _, row, pos = _packed()
+    with pytest.raises(ValueError, match="packed position_ids"):
+        model(input_ids=row, position_ids=pos, attention_mask=torch.ones_like(row))
+    # an unpacked row with a mask is fine for built-in sdpa
+    model(input_ids=row, position_ids=torch.arange(row.shape[1])[None],
+          attention_mask=torch.ones_like(row))
+
+
+def test_check_inputs_rejects_any_mask_with_our_attention():
+    flat = torch.arange(6)[None]
+    check_inputs(ATTN_NAME, None, flat)
+    with pytest.raises(ValueError, match="ignores attention_mask"):
+        check_inputs(ATTN_NAME, torch.ones(1, 6), flat)
+
+
+def test_padded_rows_match_samples_alone_and_gradients_match():
+    model = _ours(tiny_llama(dtype=torch.float64))
+    ids, _, _ = _packed()
+    width = max(LENS)
+    batch = torch.zeros(len(LENS), width, dtype=torch.long)
+    for i, x in enumerate(ids):
+        batch[i, :len(x)] = x
+    pos = torch.arange(width).expand(len(LENS), -1)
+    out = model(input_ids=batch, position_ids=pos, longalign_seq_lens=[[n] for n in LENS]).logits
+    real = torch.cat([out[i, :n] for i, n in enumerate(LENS)])[None]
+    assert torch.isfinite(out).all()
+    ref = torch.cat([model(input_ids=x[None]).logits for x in ids], dim=1)
+    assert (real - ref).abs().max() < 1e-10
+    # gradients through the per-sample attention equal those of the separate runs
+    weights = torch.randn(ref.shape, dtype=torch.float64)
+    g1 = torch.autograd.grad((real * weights).sum(), list(model.parameters()))
+    g2 = torch.autograd.grad((ref * weights).sum(), list(model.parameters()))
+    assert max((a - b).abs().max() for a, b in zip(g1, g2)) < 1e-10
+
+
+def test_segments_from_position_ids():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]])
+    assert segments_from_position_ids(pos) == [[3, 2, 1], [6]]
+
+
+def test_select_attention_prefers_flash_only_when_available(monkeypatch):
+    from transformers import AttentionInterface
+
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: True)
+    assert select_attention() == "flash_attention_2"
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: False)
+    assert select_attention() == ATTN_NAME
+    assert ATTN_NAME in AttentionInterface._global_mapping
+
+
+def test_flash_attn_available_needs_cuda_and_the_package(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert attention.flash_attn_available() is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: None)
+    assert attention.flash_attn_available() is False
+    monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: object())
+    assert attention.flash_attn_available() is True
