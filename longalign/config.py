@@ -7,6 +7,7 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -162,7 +163,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -184,7 +185,7 @@ def load_run_config(
     """Build a RunConfig from a preset, an optional config-file mapping and ``key.path=value`` overrides."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
-    data = _deep_merge({}, PRESETS[preset])
+    data = copy.deepcopy(PRESETS[preset])  # overrides below must never touch the presets
     if file_data:
         if not isinstance(file_data, dict):
             raise UserError("a config file must hold a mapping of sections")

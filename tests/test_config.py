@@ -56,3 +56,11 @@ def test_parse_section_round_trips_dumped_defaults():
     for stage in STAGES:
         dumped = getattr(cfg, stage).model_dump(mode="json", exclude_none=True)
         assert parse_section(stage, dumped) == getattr(cfg, stage)
+
+
+def test_overrides_never_change_the_presets():
+    before = load_run_config("tiny")
+    with pytest.raises(UserError):
+        load_run_config("tiny", overrides=["training.epochs=zero"])
+    load_run_config("tiny", {"packing": {"max_len": 999}}, ["sourcing.max_tokens=4096"])
+    assert load_run_config("tiny") == before
