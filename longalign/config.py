@@ -116,8 +116,8 @@ class RunConfig(_Section):
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "model": "embedded:smollm2",
-        "sourcing": {"sources": ["stdlib:"], "min_tokens": 1024, "max_tokens": 3072,
-                     "max_documents": 8},
+        "sourcing": {"sources": ["stdlib:"], "min_tokens": 1024, "max_tokens": 2048,
+                     "max_documents": 6},
         "generation": {"teacher": "local", "teacher_model": "embedded:smollm2",
                        "teacher_documents": 3, "synthetic_per_document": 1,
                        "teacher_context_tokens": 2048, "max_new_tokens": 96},
