@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,7 +21,7 @@ HISTOGRAM_BINS = 20
 class SourceCounts:
     """Counts for one source spec."""
 
-    candidates: int = 0  # items the reader listed
+    candidates: Optional[int] = 0  # items the reader listed (None: a stream of unknown length)
     read: int = 0  # records and reader-level rejections seen
     kept: int = 0  # documents written (a split record counts once per kept piece)
     tokens: int = 0
@@ -28,12 +29,14 @@ class SourceCounts:
     pieces: int = 0  # pieces those splits produced (kept or not)
     unused: int = 0  # usable documents not written because max_documents was reached
     rejected: Counter = field(default_factory=Counter)
+    parts_skipped: Counter = field(default_factory=Counter)  # files left out of repository documents
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "candidates": self.candidates, "read": self.read, "kept": self.kept,
             "tokens_kept": self.tokens, "split_documents": self.split, "pieces": self.pieces,
             "unused_after_cap": self.unused, "rejected": dict(sorted(self.rejected.items())),
+            "parts_skipped": dict(sorted(self.parts_skipped.items())),
         }
 
 
@@ -43,12 +46,19 @@ class Tally:
     def __init__(self, specs: list[str]) -> None:
         self.sources = {spec: SourceCounts() for spec in specs}
         self.examples: list[dict[str, str]] = []
-        self.lengths: list[int] = []
+        self.lengths = array("q")  # tokens of every kept document (8 bytes each)
 
-    def reject(self, spec: str, uri: str, reason: str, detail: str = "") -> None:
-        self.sources[spec].rejected[reason] += 1
+    def add_candidates(self, spec: str, n: Optional[int]) -> None:
+        counts = self.sources[spec]
+        counts.candidates = None if n is None or counts.candidates is None else counts.candidates + n
+
+    def reject(self, spec: str, uri: str, reason: str, detail: str = "", part: bool = False) -> None:
+        (self.sources[spec].parts_skipped if part else self.sources[spec].rejected)[reason] += 1
         if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append({"source": spec, "uri": uri, "reason": reason, "detail": detail})
+            example = {"source": spec, "uri": uri, "reason": reason, "detail": detail}
+            if part:
+                example["part"] = "file left out of a repository document"
+            self.examples.append(example)
 
     def keep(self, spec: str, n_tokens: int) -> None:
         self.sources[spec].kept += 1
@@ -71,7 +81,7 @@ class Tally:
         return ", ".join(f"{r} {n}" for r, n in ordered) or "none"
 
 
-def length_summary(lengths: list[int], low: int, high: int) -> dict[str, Any]:
+def length_summary(lengths, low: int, high: int) -> dict[str, Any]:
     if not lengths:
         return {"count": 0}
     arr = np.asarray(lengths)
@@ -84,13 +94,18 @@ def length_summary(lengths: list[int], low: int, high: int) -> dict[str, Any]:
     }
 
 
-def build_stats(tally: Tally, config: Any, model: str, selection: dict, shards: list[str]) -> dict:
+def build_stats(tally: Tally, config: Any, model: str, selection: dict, shards: list[str],
+                length_range: Optional[tuple[int, int]] = None) -> dict:
     """The content of ``stats.json`` (also the stage's return value)."""
     sources = {spec: c.as_dict() for spec, c in tally.sources.items()}
     rejected = tally.rejected_total()
+    parts: Counter = Counter()
+    for counts in tally.sources.values():
+        parts.update(counts.parts_skipped)
     read = sum(c.read for c in tally.sources.values())
     tokens = sum(c.tokens for c in tally.sources.values())
-    lengths = length_summary(tally.lengths, config.min_tokens, config.max_tokens)
+    low, high = length_range or (config.min_tokens, config.max_tokens)
+    lengths = length_summary(tally.lengths, low, high)
     metrics: dict[str, float | int] = {
         "documents_read": read,
         "documents_kept": tally.kept,
@@ -111,6 +126,7 @@ def build_stats(tally: Tally, config: Any, model: str, selection: dict, shards: 
         "tokens_kept": tokens,
         "split_documents": metrics["split_documents"],
         "rejected": dict(sorted(rejected.items())),
+        "parts_skipped": dict(sorted(parts.items())),
         "sources": sources,
         "selection": selection,
         "lengths": lengths,
@@ -132,13 +148,14 @@ def summary_markdown(stats: dict) -> str:
     ]
     sel = stats["selection"]
     if sel.get("stopped_early"):
+        total = "?" if sel["candidates"] is None else sel["candidates"]
         out.append(
-            f"Stopped at max_documents after visiting {sel['candidates_visited']} of "
-            f"{sel['candidates']} candidates in seeded shuffled order.\n"
+            f"Stopped ({sel.get('stopped_by') or 'max_documents'}) after visiting "
+            f"{sel['candidates_visited']} of {total} candidates ({sel['order']}).\n"
         )
     rows = [
-        (f"`{spec}`", s["candidates"], s["read"], s["kept"], s["split_documents"], f"{s['tokens_kept']:,}",
-         sum(s["rejected"].values()))
+        (f"`{spec}`", "?" if s["candidates"] is None else s["candidates"], s["read"], s["kept"],
+         s["split_documents"], f"{s['tokens_kept']:,}", sum(s["rejected"].values()))
         for spec, s in stats["sources"].items()
     ]
     out += ["## Sources\n", markdown_table(rows, ("source", "candidates", "read", "kept", "split",
@@ -147,6 +164,16 @@ def summary_markdown(stats: dict) -> str:
                for reason, n in s["rejected"].items()]
     out.append("## Rejections\n")
     out.append(markdown_table(reasons, ("source", "reason", "count")) if reasons else "None.\n")
+    parts = [(f"`{spec}`", reason, n) for spec, s in stats["sources"].items()
+             for reason, n in s.get("parts_skipped", {}).items()]
+    if parts:
+        out += ["## Files left out of repository documents\n",
+                markdown_table(parts, ("source", "reason", "files"))]
+    mix = sel.get("mix")
+    if mix:
+        out += [f"## Mix ({mix['unit']})\n", markdown_table(
+            [(g, f"{mix['target'][g]:.1%}", f"{mix['actual'][g]:.1%}", f"{mix['kept'][g]:,}")
+             for g in mix["target"]], ("group", "target", "actual", mix["unit"]))]
     lengths = stats["lengths"]
     if lengths.get("count"):
         pct = lengths["percentiles"]
@@ -161,7 +188,7 @@ def summary_markdown(stats: dict) -> str:
     return "\n".join(out)
 
 
-def plot_lengths(path: Path, lengths: list[int], low: int, high: int) -> None:
+def plot_lengths(path: Path, lengths, low: int, high: int) -> None:
     """Histogram of kept document lengths (Agg canvas, no global pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -169,7 +196,7 @@ def plot_lengths(path: Path, lengths: list[int], low: int, high: int) -> None:
     fig = Figure(figsize=(6, 3.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.hist(lengths, bins=HISTOGRAM_BINS, range=(low, high), color="#3b6ea8", edgecolor="white")
+    ax.hist(np.asarray(lengths), bins=HISTOGRAM_BINS, range=(low, high), color="#3b6ea8", edgecolor="white")
     ax.set_xlabel("tokens per document")
     ax.set_ylabel("documents")
     ax.set_title(f"Kept documents: {len(lengths)}")

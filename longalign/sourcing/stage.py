@@ -1,25 +1,32 @@
-"""The sourcing stage: read sources, clean, deduplicate, count tokens, filter or split, write shards.
+"""The sourcing stage: read sources, clean, filter, deduplicate, count tokens, filter or split, write.
 
-Selection order. Every reader lists its candidates cheaply (stdlib groups, file paths, JSONL line
-offsets). Without ``max_documents`` the candidates are visited in source order (sources as given,
-each in its sorted order). With ``max_documents`` the candidates of all sources are visited in one
-shuffled order drawn with ``numpy.random.default_rng(seed).permutation`` and the stage stops as soon
-as ``max_documents`` documents passed every check: the same seed and inputs give the same output,
-and only the visited candidates are read and tokenised. Memory stays bounded by one batch of texts
-plus 8 bytes per candidate (the order) and 32 bytes per distinct document (the dedup digests).
-Pieces of a split document count as documents towards ``max_documents``; so that one huge
-document cannot fill the quota, a capped run keeps at most ``max(1, max_documents // 4)`` pieces
-(its first ones) of any split document and counts the rest as ``unused_after_cap``.
+The stage is a generator pipeline: readers yield one candidate at a time, each document goes
+through the checks below, waits in a small batch for token counting, and kept documents go to
+the shard writer, which writes a row group at a time. Memory is bounded by one batch of texts,
+one row group, and small per-document state (candidate offsets, 32-byte digests, the LSH keys).
+
+Per document, in order: decode and NFC-normalise (``binary``, ``undecodable``, ``empty``),
+quality filters (``non_text``, ``repeated_lines``), exact duplicates (``duplicate``), near
+duplicates (``near_duplicate``), then token counting (``too_short``, ``too_long`` or split).
+
+Selection order. Without ``max_documents`` and ``mix`` sources are read in order, each in its
+sorted order. With ``max_documents`` every source is read in a seeded shuffled order
+(``numpy.random.default_rng([seed, k])`` for the k-th source) and the sources are interleaved
+by seeded draws weighted by what each has left, so the visited candidates are a random sample of
+all; the stage stops as soon as ``max_documents`` documents passed every check. With ``mix`` the
+group furthest behind its share supplies the next candidate (``longalign.sourcing.mix``). The
+same seed and inputs give the same output. So that one huge document cannot fill a capped run, it
+keeps at most ``max(1, max_documents // 4)`` pieces (its first ones) of any split document and
+counts the rest as ``unused_after_cap``.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -28,6 +35,10 @@ from longalign.errors import UserError
 from longalign.io import atomic_dir, write_json
 from longalign.models import load_tokenizer
 from longalign.progress import track
+from longalign.sourcing.base import interleave
+from longalign.sourcing.mix import mix_groups, mixed
+from longalign.sourcing.neardup import NearDuplicates
+from longalign.sourcing.quality import quality_issue
 from longalign.sourcing.readers import Reader, Record, Rejection, open_reader
 from longalign.sourcing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.sourcing.split import split_text
@@ -37,10 +48,11 @@ from longalign.sourcing.writer import ShardWriter
 log = logging.getLogger("longalign")
 
 # Reasons that mean an input could not be read as intended; with strict=True the first is fatal.
-STRICT_REASONS = {"unreadable", "undecodable", "malformed", "missing_field"}
+STRICT_REASONS = {"unreadable", "undecodable", "malformed", "missing_field", "corrupt"}
 BATCH_DOCUMENTS = 16  # documents tokenised together
-BATCH_CHARS = 8_000_000  # ... unless their text is already this long
+BATCH_CHARS = 2_000_000  # ... unless their text is already this long (bounds tokenizer memory)
 PIECE_SHARE = 4  # a capped run takes at most max_documents // PIECE_SHARE pieces of one document
+INTERLEAVE_STREAM = 2**32 - 1  # seed-sequence word of the draws between sources
 
 
 @dataclass
@@ -51,40 +63,37 @@ class _Pending:
     digest: str
 
 
-def candidate_order(sizes: list[int], seed: int, shuffle: bool) -> Iterator[tuple[int, int]]:
-    """(reader index, candidate index) pairs: source order, or one seeded shuffle over all sources."""
-    if not shuffle:
-        for r, n in enumerate(sizes):
-            for i in range(n):
-                yield r, i
-        return
-    starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    for g in np.random.default_rng(seed).permutation(int(starts[-1])).tolist():
-        r = bisect.bisect_right(starts, g) - 1
-        yield r, g - starts[r]
-
-
 class _Run:
-    """State of one run: the tally, the dedup digests and the shard writer."""
+    """State of one run: the tally, the dedup state, the pending batch and the shard writer."""
 
-    def __init__(self, config: SourcingConfig, counter: TokenCounter, tally: Tally, writer: ShardWriter):
+    def __init__(self, config: SourcingConfig, counter: TokenCounter, tally: Tally,
+                 writer: ShardWriter, readers: list[Reader]):
         self.config = config
         self.counter = counter
         self.tally = tally
         self.writer = writer
         self.seen: set[bytes] = set()
+        self.near = (NearDuplicates(config.near_dup_threshold, config.near_dup_num_perm,
+                                    config.near_dup_ngram) if config.near_dup_threshold else None)
         self.pending: list[_Pending] = []
         self.pending_chars = 0
+        self.bounds = {r.spec: (r.source.get("min_tokens", config.min_tokens),
+                                r.source.get("max_tokens", config.max_tokens)) for r in readers}
+        self.group_of = {r.spec: r.source.group for r in readers}
+        self.chars_counted = 0  # characters and tokens of every counted document (for estimates)
+        self.tokens_counted = 0
 
     @property
     def full(self) -> bool:
         cap = self.config.max_documents
         return cap is not None and self.tally.kept >= cap
 
-    def reject(self, spec: str, uri: str, reason: str, detail: str = "") -> None:
-        if self.config.strict and reason in STRICT_REASONS:
+    def reject(self, spec: str, uri: str, reason: str, detail: str = "", part: bool = False) -> None:
+        # Inside a repository, files that are not UTF-8 are expected; strict mode stops only at
+        # documents (and at files that cannot be read at all).
+        if self.config.strict and reason in STRICT_REASONS and not (part and reason == "undecodable"):
             raise UserError(f"{spec}: {uri}: {reason} ({detail}); strict mode stops at bad input")
-        self.tally.reject(spec, uri, reason, detail)
+        self.tally.reject(spec, uri, reason, detail, part=part)
 
     def _new_digest(self, text: str) -> tuple[str, bool]:
         digest = sha256_hex(text)
@@ -96,18 +105,31 @@ class _Run:
 
     def take(self, spec: str, item: Record | Rejection) -> None:
         """Check one reader item; usable text waits in the batch for token counting."""
-        self.tally.sources[spec].read += 1
         if isinstance(item, Rejection):
-            self.reject(spec, item.uri, item.reason, item.detail)
+            if not item.part:
+                self.tally.sources[spec].read += 1
+            self.reject(spec, item.uri, item.reason, item.detail, part=item.part)
             return
+        self.tally.sources[spec].read += 1
+        cfg = self.config
         text, reason, detail = clean_text(item.data)
         if text is None:
             self.reject(spec, item.uri, reason, detail)
+            return
+        issue = quality_issue(text, cfg.min_alpha_fraction, cfg.max_long_word_fraction,
+                              cfg.max_repeated_line_fraction)
+        if issue:
+            self.reject(spec, item.uri, *issue)
             return
         digest, new = self._new_digest(text)
         if not new:
             self.reject(spec, item.uri, "duplicate", f"same text as an earlier document ({digest[:16]})")
             return
+        if self.near is not None:
+            match = self.near.check_and_add(text, digest[:16])
+            if match is not None:
+                self.reject(spec, item.uri, "near_duplicate", f"similar to an earlier document ({match})")
+                return
         self.pending.append(_Pending(spec, item, text, digest))
         self.pending_chars += len(text)
 
@@ -117,24 +139,38 @@ class _Run:
             limit = max(1, min(limit, self.config.max_documents - self.tally.kept))
         return len(self.pending) >= limit or self.pending_chars >= BATCH_CHARS
 
+    def progress(self, group: str) -> float:
+        """Kept tokens (or documents) of a group plus an estimate for its pending documents."""
+        specs = [s for s, g in self.group_of.items() if g == group]
+        pending = [d for d in self.pending if d.spec in specs]
+        if self.config.mix_unit == "documents":
+            return sum(self.tally.sources[s].kept for s in specs) + len(pending)
+        ratio = self.tokens_counted / self.chars_counted if self.chars_counted else 0.25
+        return (sum(self.tally.sources[s].tokens for s in specs)
+                + ratio * sum(len(d.text) for d in pending))
+
     def flush(self) -> None:
         """Count tokens of the batch, then keep, split or reject each document in order."""
         batch, self.pending, self.pending_chars = self.pending, [], 0
-        cfg = self.config
-        for doc, n in zip(batch, self.counter.count([d.text for d in batch])):
+        counts = self.counter.count([d.text for d in batch])
+        for doc, n in zip(batch, counts):
+            self.chars_counted += len(doc.text)
+            self.tokens_counted += n
+            low, high = self.bounds[doc.spec]
             uri = doc.record.uri
-            if n < cfg.min_tokens:
-                self.reject(doc.spec, uri, "too_short", f"{n} tokens < {cfg.min_tokens}")
-            elif n <= cfg.max_tokens:
+            if n < low:
+                self.reject(doc.spec, uri, "too_short", f"{n} tokens < {low}")
+            elif n <= high:
                 self.emit(doc, doc.text, n, 0, None)
-            elif not cfg.split_long:
-                self.reject(doc.spec, uri, "too_long", f"{n} tokens > {cfg.max_tokens}")
+            elif not self.config.split_long:
+                self.reject(doc.spec, uri, "too_long", f"{n} tokens > {high}")
             else:
                 self.split(doc, n)
 
     def split(self, doc: _Pending, n_tokens: int) -> None:
         cfg, counts = self.config, self.tally.sources[doc.spec]
-        pieces = split_text(doc.text, self.counter, cfg.max_tokens)
+        low, high = self.bounds[doc.spec]
+        pieces = split_text(doc.text, self.counter, high)
         counts.split += 1
         counts.pieces += len(pieces)
         room = len(pieces)
@@ -142,10 +178,10 @@ class _Run:
             room = max(1, cfg.max_documents // PIECE_SHARE)
         for part, piece in enumerate(pieces):
             where = f"{doc.record.uri} part {part}/{len(pieces)}"
-            if piece.n_tokens > cfg.max_tokens:
-                self.reject(doc.spec, where, "too_long", f"{piece.n_tokens} tokens > {cfg.max_tokens}; "
+            if piece.n_tokens > high:
+                self.reject(doc.spec, where, "too_long", f"{piece.n_tokens} tokens > {high}; "
                             "no paragraph or line boundary to cut at")
-            elif piece.n_tokens < cfg.min_tokens:
+            elif piece.n_tokens < low:
                 self.reject(doc.spec, where, "too_short", f"split remainder of {piece.n_tokens} tokens")
             elif not self._new_digest(piece.text)[1]:
                 self.reject(doc.spec, where, "duplicate", "same text as an earlier document")
@@ -177,6 +213,26 @@ class _Run:
         self.tally.keep(doc.spec, n_tokens)
 
 
+def _tag(k: int, stream: Iterator[list]) -> Iterator[tuple[int, list]]:
+    for candidate in stream:
+        yield k, candidate
+
+
+def _candidates(readers: list[Reader], config: SourcingConfig, run: _Run,
+                stop: dict) -> Iterator[tuple[int, list]]:
+    """(reader index, candidate items) in the selection order described in the module docstring."""
+    shuffle = config.max_documents is not None or config.mix is not None
+    streams = [r.stream(np.random.default_rng([config.seed, k]) if shuffle else None)
+               for k, r in enumerate(readers)]
+    if config.mix is not None:
+        groups = [r.source.group for r in readers]
+        yield from mixed(streams, groups, mix_groups(groups, config.mix), run.progress, stop)
+        return
+    tagged = [_tag(k, s) for k, s in enumerate(streams)]
+    rng = np.random.default_rng([config.seed, INTERLEAVE_STREAM]) if shuffle else None
+    yield from interleave(tagged, [r.size for r in readers], rng)
+
+
 def source(
     config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False
 ) -> dict:
@@ -184,37 +240,39 @@ def source(
 
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
     (atomically) and returns the stats. Token lengths are counted with ``model``'s tokenizer.
-    Raises UserError for an unknown source scheme, a missing path, bad input in strict mode, or
-    when no document is kept (then nothing is written).
+    Raises UserError for an unknown source scheme, a missing path, a bad mix, bad input in strict
+    mode, or when no document is kept (then nothing is written).
     """
     readers: list[Reader] = [open_reader(spec) for spec in config.sources]
-    specs = list(dict.fromkeys(config.sources))
-    tally = Tally(specs)
+    if config.mix is not None:
+        mix_groups([r.source.group for r in readers], config.mix)  # fail before any work
+    tally = Tally(list(dict.fromkeys(config.sources)))
     listing_errors = []
     for reader in readers:
         for err in reader.index():
             listing_errors.append((reader.spec, err))
-        tally.sources[reader.spec].candidates += len(reader)
-    sizes = [len(r) for r in readers]
-    log.info("sourcing: %d candidates from %d source(s)", sum(sizes), len(readers))
+        tally.add_candidates(reader.spec, reader.size)
+    sizes = [r.size for r in readers]
+    known: Optional[int] = None if None in sizes else sum(sizes)
+    log.info("sourcing: %s candidates from %d source(s)", known if known is not None else "?", len(readers))
     counter = TokenCounter(load_tokenizer(model))
 
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        run = _Run(config, counter, tally, ShardWriter(tmp))
+        run = _Run(config, counter, tally, ShardWriter(tmp), readers)
         for spec, err in listing_errors:
             run.take(spec, err)
-        shuffle = config.max_documents is not None
-        visited = 0
-        order = candidate_order(sizes, config.seed, shuffle)
-        for r, i in track(order, "sourcing", total=sum(sizes)):
-            visited += 1
-            for item in readers[r].read(i):
-                run.take(readers[r].spec, item)
+        stop: dict = {"stopped_by": None}
+        for k, items in track(_candidates(readers, config, run, stop), "sourcing", total=known):
+            for item in items:
+                run.take(readers[k].spec, item)
             if run.batch_ready():
                 run.flush()
                 if run.full:
+                    stop["stopped_by"] = "max_documents"
                     break
         run.flush()  # documents past the cap are only counted as unused
+        if run.full and stop["stopped_by"] is None:
+            stop["stopped_by"] = "max_documents"
         if tally.kept == 0:
             raise UserError(
                 f"no documents kept from {sum(c.read for c in tally.sources.values())} read "
@@ -222,16 +280,35 @@ def source(
                 f"[{config.min_tokens}, {config.max_tokens}]"
             )
         run.writer.flush()
+        visited = sum(r.visited for r in readers)
         selection = {
-            "order": "seeded shuffle" if shuffle else "source order",
+            "order": ("mix" if config.mix is not None else "seeded shuffle"
+                      if config.max_documents is not None else "source order"),
             "max_documents": config.max_documents, "seed": config.seed,
-            "candidates": sum(sizes), "candidates_visited": visited,
-            "stopped_early": run.full and visited < sum(sizes),
+            "candidates": known, "candidates_visited": visited,
+            "stopped_early": stop["stopped_by"] is not None and (known is None or visited < known),
+            "stopped_by": stop["stopped_by"],
         }
-        stats = build_stats(tally, config, model, selection, run.writer.shards)
+        if config.mix is not None:
+            selection["mix"] = _mix_report(config, readers, tally)
+        low = min(b[0] for b in run.bounds.values())
+        high = max(b[1] for b in run.bounds.values())
+        stats = build_stats(tally, config, model, selection, run.writer.shards, (low, high))
         write_json(tmp / "stats.json", stats)
         (tmp / "summary.md").write_text(summary_markdown(stats))
-        plot_lengths(tmp / "lengths.png", tally.lengths, config.min_tokens, config.max_tokens)
+        plot_lengths(tmp / "lengths.png", tally.lengths, low, high)
     log.info("sourcing: kept %d documents (%d tokens); rejected: %s",
              tally.kept, stats["tokens_kept"], tally.reasons_line())
     return stats
+
+
+def _mix_report(config: SourcingConfig, readers: list[Reader], tally: Tally) -> dict:
+    shares = mix_groups([r.source.group for r in readers], config.mix or {})
+    amount = {g: 0 for g in shares}
+    for spec in {r.spec: r for r in readers}:
+        group = next(r.source.group for r in readers if r.spec == spec)
+        counts = tally.sources[spec]
+        amount[group] += counts.kept if config.mix_unit == "documents" else counts.tokens
+    total = sum(amount.values()) or 1
+    return {"unit": config.mix_unit, "target": shares,
+            "actual": {g: amount[g] / total for g in shares}, "kept": amount}

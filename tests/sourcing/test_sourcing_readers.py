@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sourcing_helpers import write
 
 from longalign.errors import UserError
 from longalign.sourcing.readers import (
@@ -24,15 +25,6 @@ def read_all(reader) -> list:
     for i in range(len(reader)):
         items.extend(reader.read(i))
     return items
-
-
-def write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sourcing_helpers import write
 
 from longalign.config import SourcingConfig, load_run_config
 from longalign.errors import UserError
@@ -31,15 +32,6 @@ def counter() -> TokenCounter:
 def doc(tag: str, paragraphs: int) -> str:
     """A text of ``paragraphs`` paragraphs of roughly 45 tokens each, unique per ``tag``."""
     return "\n\n".join(f"Paragraph {tag}-{i}. {SENTENCE * 3}".rstrip() for i in range(paragraphs)) + "\n"
-
-
-def write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
-    return path
 
 
 def rows(output: Path) -> list[dict]:

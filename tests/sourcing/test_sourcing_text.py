@@ -67,6 +67,22 @@ def test_token_counter_matches_tokenizer_without_special_tokens() -> None:
     assert counts[1] == 0 and counts[2] >= 5000
 
 
+def test_token_counter_chunks_long_texts_exactly_for_byte_level_bpe() -> None:
+    from longalign.models import load_tokenizer
+    from longalign.sourcing.text import chunks
+
+    tokenizer = load_tokenizer("embedded:tiny")
+    text = "".join(f"def f{i}(x):\n    return x * {i}  # caf\u00e9\n\n" for i in range(400))
+    pieces = chunks(text, 1000)
+    assert "".join(pieces) == text and len(pieces) > 10
+    assert all(len(p) <= 1000 for p in pieces) and all(p.startswith("\ndef") for p in pieces[1:])
+    exact = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    small = TokenCounter(tokenizer, chunk_chars=1000)
+    assert small.count([text, "short", text[:500]]) == TokenCounter(tokenizer).count([text, "short", text[:500]])
+    assert small.count([text])[0] == exact
+    assert chunks("x" * 2500, 1000) == ["x" * 1000, "x" * 1000, "x" * 500]  # no boundary: hard cuts
+
+
 def test_plan_balances_instead_of_leaving_a_scrap() -> None:
     # 11 units of 10: budget 100 must give two pieces of about 55, not 100 + 10.
     groups = plan([10] * 11, 100)
