@@ -24,6 +24,8 @@ SCHEMA = pa.schema([
     ("doc_id", pa.string()),
     ("reference", pa.string()),
     ("n_chars", pa.int64()),
+    ("teacher_prompt_tokens", pa.int64()),
+    ("teacher_completion_tokens", pa.int64()),
 ])
 
 
@@ -40,7 +42,8 @@ def sample_id(doc_id: str, task: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class Sample:
-    """One single-turn chat: user = document + question, assistant = answer."""
+    """One chat: user = document + question, assistant = answer (or, for mixed-in short data,
+    the given ``messages`` as they are)."""
 
     doc_id: str
     task: str
@@ -50,25 +53,35 @@ class Sample:
     answer: str
     question: str  # the question alone (for the preview; not a column)
     reference: str | None = None
+    prompt_tokens: int | None = None  # the teacher's usage for the answer request
+    completion_tokens: int | None = None
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs of a given chat
 
     @property
     def id(self) -> str:
         return sample_id(self.doc_id, self.task, self.index)
 
     @property
+    def chat(self) -> list[dict[str, str]]:
+        if self.messages is not None:
+            return [{"role": role, "content": content} for role, content in self.messages]
+        return [{"role": "user", "content": self.user}, {"role": "assistant", "content": self.answer}]
+
+    @property
     def n_chars(self) -> int:
-        return len(self.user) + len(self.answer)
+        return sum(len(m["content"]) for m in self.chat)
 
     def row(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "messages": [{"role": "user", "content": self.user},
-                         {"role": "assistant", "content": self.answer}],
+            "messages": self.chat,
             "task": self.task,
             "teacher": self.teacher,
             "doc_id": self.doc_id,
             "reference": self.reference,
             "n_chars": self.n_chars,
+            "teacher_prompt_tokens": self.prompt_tokens,
+            "teacher_completion_tokens": self.completion_tokens,
         }
 
 
@@ -112,7 +125,7 @@ def preview_markdown(samples: list[Sample], stats: dict[str, Any]) -> str:
     rejects = sorted((reason, n) for reason, n in stats["rejects"].items() if n)
     if rejects:
         lines += ["## Rejected", "", markdown_table(rejects, ("reason", "count"))]
-    teacher_samples = [s for s in samples if s.reference is None]
+    teacher_samples = [s for s in samples if s.reference is None and s.messages is None]
     synthetic = [s for s in samples if s.reference is not None]
     shown = teacher_samples[: PREVIEW_SAMPLES - min(2, len(synthetic))]
     shown += synthetic[: PREVIEW_SAMPLES - len(shown)]

@@ -1,38 +1,52 @@
-"""The generation stage: corpus documents in, chat samples out."""
+"""The generation stage: corpus documents in, chat samples out.
+
+Teacher replies are recorded in a checkpoint (``checkpoint.py``) as they arrive. It lives in
+``generation.work_dir`` when set (on a cluster: a path on a persistent volume, since a KFP output
+folder is new for every run), else in ``<output>/checkpoint/``: re-running the same command after
+a crash or kill resumes there (an output holding only that folder is an unfinished run, not a
+finished one), and the finished output keeps the folder so that a later ``--overwrite`` re-run
+serves every unchanged request from it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
+from longalign.generation.checkpoint import Checkpoint, checkpoint_name
+from longalign.generation.prompts import Prompts
 from longalign.generation.samples import Sample, preview_markdown, seeded_rng, write_shards
 from longalign.generation.selfinstruct import Tally, self_instruct
+from longalign.generation.shortdata import draw_short, load_short_chats
+from longalign.generation.stats import REJECT_REASONS, build_stats
 from longalign.generation.synthetic import synthetic_task
 from longalign.generation.teachers import Teacher, make_teacher
 from longalign.io import atomic_dir, read_parquet_dir, write_json
 
 log = logging.getLogger("longalign")
 SYNTHETIC_TEACHER = "synthetic"
-# Every reject reason, reported even when zero so that the metrics keep the same keys.
-REJECT_REASONS = (
-    "empty_document", "duplicate_doc_id",  # corpus rows
-    "truncated_question", "duplicate_question", "not_a_question",  # proposed questions
-    "no_question",  # documents whose reply held no usable question
-    "empty_answer", "refusal", "copied_document",  # answers
-)
+CHECKPOINT_DIR = "checkpoint"
+TEACHERS = ("local", "openai")
+__all__ = ["generate", "REJECT_REASONS", "CHECKPOINT_DIR"]
+
+
+def _unfinished(output: Path) -> bool:
+    """True when ``output`` holds nothing but the checkpoint of an unfinished run."""
+    return output.is_dir() and [p.name for p in output.iterdir()] == [CHECKPOINT_DIR]
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
-    """Fail before any expensive work if atomic_dir would refuse the output later."""
+    """Fail before any expensive work if the output would be refused later. An output holding only
+    an unfinished run's checkpoint is resumed (and replaced at the end) without ``overwrite``."""
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a directory")
-    if output.exists() and any(output.iterdir()) and not overwrite:
+    if output.exists() and any(output.iterdir()) and not overwrite and not _unfinished(output):
         raise UserError(f"output {output} already exists and is not empty (use --overwrite)")
 
 
@@ -71,69 +85,62 @@ def synthetic_samples(documents: list[tuple[str, str]], per_document: int, seed:
     return samples
 
 
-def _stats(config: GenerationConfig, rows: int, documents: list, teacher_docs: int, samples: list[Sample],
-           tally: Tally, teacher: Teacher | None, seconds: float) -> dict[str, Any]:
-    by_task = Counter(s.task for s in samples)
-    by_teacher = Counter(s.teacher for s in samples)
-    rejects = {reason: tally.rejects.get(reason, 0) for reason in REJECT_REASONS}
-    rejects.update({k: v for k, v in tally.rejects.items() if k not in rejects})
-    used = len({s.doc_id for s in samples})
-    stats: dict[str, Any] = {
-        "teacher": config.teacher,
-        "teacher_model": config.teacher_model if teacher else None,
-        "documents": {"rows": rows, "valid": len(documents), "teacher": teacher_docs, "used": used},
-        "samples": {"total": len(samples), "by_task": dict(sorted(by_task.items())),
-                    "by_teacher": dict(sorted(by_teacher.items()))},
-        "rejects": rejects,
-        "teacher_usage": {
-            "calls": tally.calls, "batches": getattr(teacher, "batches", 0),
-            "prompt_tokens": tally.prompt_tokens, "generated_tokens": tally.generated_tokens,
-            "truncated_documents": tally.truncated_documents, "answers_cut": tally.answers_cut,
-        },
-        "seconds": {"total": round(seconds, 3),
-                    "teacher_load": round(getattr(teacher, "load_seconds", 0.0), 3),
-                    **{k: round(v, 3) for k, v in sorted(tally.seconds.items())}},
-    }
-    teacher_seconds = tally.seconds["questions"] + tally.seconds["answers"]
-    metrics: dict[str, float | int] = {
-        "documents_valid": len(documents), "documents_used": used, "samples": len(samples),
-        "teacher_calls": tally.calls, "generated_tokens": tally.generated_tokens,
-        "generated_tokens_per_second": round(tally.generated_tokens / teacher_seconds, 3) if teacher_seconds else 0,
-        "rejects": sum(rejects.values()), "seconds": round(seconds, 3),
-    }
-    metrics.update({f"samples_{task}": n for task, n in by_task.items()})
-    metrics.update({f"rejects_{reason}": n for reason, n in rejects.items()})
-    stats["metrics"] = metrics
-    return stats
+
+
+def _teacher_samples(config: GenerationConfig, output: Path, teacher: Teacher, documents: list[tuple[str, str]],
+                     prompts: Prompts, tally: Tally) -> tuple[list[Sample], dict]:
+    """Self-Instruct samples, with every teacher reply recorded in (and served from) the checkpoint."""
+    from longalign.generation.openai_teacher import TeacherStopped
+
+    work = Path(config.work_dir) if config.work_dir else output / CHECKPOINT_DIR
+    name = checkpoint_name(getattr(teacher, "fingerprint", teacher.name), config.seed, [d for d, _ in documents])
+    with Checkpoint(work / name) as checkpoint:
+        if checkpoint.loaded:
+            log.info("generation: resuming; %d teacher replies come from the checkpoint", checkpoint.loaded)
+        try:
+            samples = self_instruct(documents, teacher, seed=config.seed, context_tokens=config.teacher_context_tokens,
+                                    max_new_tokens=config.max_new_tokens, tally=tally, prompts=prompts,
+                                    checkpoint=checkpoint)
+        except TeacherStopped as exc:
+            raise UserError(f"{exc}. The {len(checkpoint.records)} finished teacher replies are kept in "
+                            f"{checkpoint.path}; fix the cause and run again with the same "
+                            f"{'work_dir' if config.work_dir else 'output'} to resume") from None
+        info = {"file": name, "in": "work_dir" if config.work_dir else f"output/{CHECKPOINT_DIR}",
+                "loaded": checkpoint.loaded, "appended": checkpoint.appended, "damaged_lines": checkpoint.damaged}
+    return samples, info
 
 
 def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | os.PathLike, *,
              overwrite: bool = False) -> dict:
     """Generate chat samples from a sourced corpus and write them to ``output``.
 
-    With ``teacher="local"`` the first ``teacher_documents`` documents (seeded order; None: all)
-    get a LongAlign Self-Instruct sample from the teacher model and every document gets
+    With a teacher (``local`` or ``openai``) the first ``teacher_documents`` documents (seeded
+    order; None: all) get a LongAlign Self-Instruct sample and every document gets
     ``synthetic_per_document`` recall tasks; with ``teacher="synthetic"`` only recall tasks are
-    made (at least one per document). Writes ``samples-*.parquet``, ``stats.json`` and
-    ``preview.md`` atomically and returns the stats. Raises UserError for a missing or empty
-    corpus, a non-empty output without ``overwrite``, or when no sample survives the gates.
+    made (at least one per document). ``short_ratio`` short chats per long sample are mixed in
+    from ``short_data``. Writes ``samples-*.parquet``, ``stats.json`` and ``preview.md``
+    atomically and returns the stats. Raises UserError for a missing or empty corpus, a non-empty
+    output without ``overwrite``, a teacher endpoint that refuses the key or model, or when no
+    sample survives the gates.
     """
     start = time.monotonic()
     output = Path(output)
     _check_output(output, overwrite)
+    prompts = Prompts(config.prompts_dir)
+    mix_short = bool(config.short_data and config.short_ratio > 0)
+    short_pool = load_short_chats(config.short_data) if mix_short else None  # bad input fails before any call
     tally = Tally()
     rows, documents = load_documents(corpus, config.seed, tally.rejects)
     samples: list[Sample] = []
     teacher: Teacher | None = None
     teacher_docs: list[tuple[str, str]] = []
+    checkpoint_info = None
     per_document = config.synthetic_per_document
-    if config.teacher == "local":
+    if config.teacher in TEACHERS:
         teacher_docs = documents[: config.teacher_documents] if config.teacher_documents is not None else documents
         if teacher_docs:
-            teacher = make_teacher(config.teacher, config.teacher_model)
-            samples = self_instruct(teacher_docs, teacher, seed=config.seed,
-                                    context_tokens=config.teacher_context_tokens,
-                                    max_new_tokens=config.max_new_tokens, tally=tally)
+            teacher = make_teacher(config.teacher, config.teacher_model, config.api)
+            samples, checkpoint_info = _teacher_samples(config, output, teacher, teacher_docs, prompts, tally)
     else:
         per_document = max(1, per_document)
     synthetic_start = time.monotonic()
@@ -142,15 +149,24 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     # One document's samples stay together, in the seeded document order.
     rank = {doc_id: i for i, (doc_id, _) in enumerate(documents)}
     samples = sorted(samples + synthetic, key=lambda s: (rank[s.doc_id], s.reference is not None, s.index))
-    stats = _stats(config, rows, documents, len(teacher_docs), samples, tally, teacher, time.monotonic() - start)
+    short_stats = None
+    if short_pool is not None:
+        short, short_stats = draw_short(*short_pool, config.short_ratio, len(samples), config.seed)
+        samples += short
+    stats = build_stats(config, rows=rows, documents=documents, teacher_docs=len(teacher_docs), samples=samples,
+                        tally=tally, teacher=teacher, seconds=time.monotonic() - start, checkpoint=checkpoint_info,
+                        prompts={"digest": prompts.digest, "overridden": prompts.overridden}, short=short_stats)
     log.info("generation: %d samples from %d documents; rejects %s", len(samples),
              stats["documents"]["used"], {k: v for k, v in stats["rejects"].items() if v} or "none")
     if not samples:
         raise UserError(f"no sample was generated from {len(documents)} documents (rejects: "
                         f"{', '.join(f'{k}={v}' for k, v in stats['rejects'].items() if v) or 'none'}); "
                         "try teacher=synthetic or a stronger teacher_model")
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    kept = output / CHECKPOINT_DIR
+    with atomic_dir(output, overwrite=overwrite or _unfinished(output)) as tmp:
         stats["files"] = write_shards(tmp, samples)
         write_json(tmp / "stats.json", stats)
         (tmp / "preview.md").write_text(preview_markdown(samples, stats), encoding="utf-8")
+        if config.work_dir is None and kept.is_dir():
+            shutil.copytree(kept, tmp / CHECKPOINT_DIR)
     return stats

@@ -2,45 +2,51 @@
 
 A teacher takes a list of chats (each a list of ``{"role", "content"}`` messages) and returns one
 Completion per chat, in order. Batching is the teacher's business: the local teacher pads and
-runs several prompts per ``generate`` call; an API teacher (OpenAI-compatible, later) would send
-them concurrently. A teacher also knows its own tokenizer, so it middle-truncates documents to
-what it can read.
+runs several prompts per ``generate`` call; the API teacher (``openai_teacher``) sends them
+concurrently. Each finished reply is also handed to an optional ``on_result(index, completion)``
+callback as soon as it exists, which is how the checkpoint records it durably. A teacher also
+knows (or estimates) its own tokenizer, so it middle-truncates documents to what it can read.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from longalign.errors import UserError
 from longalign.progress import track
 
 Chat = list[dict[str, str]]
+OnResult = Optional[Callable[[int, "Completion"], None]]
 TRUNCATION_MARK = "\n\n[...]\n\n"
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One teacher reply. ``finish_reason`` is ``stop`` (ended on its own) or ``length``."""
+    """One teacher reply. ``finish_reason`` is ``stop`` (ended on its own), ``length`` (cut by the
+    token limit) or ``content_filter``. ``error`` is set (and the text empty) when the request
+    failed for good; such a completion is never checkpointed."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"
+    error: str | None = None
 
 
 class Teacher(Protocol):
     """The interface every teacher implements."""
 
     name: str  # recorded in each sample's ``teacher`` column, e.g. "local:embedded:smollm2"
+    fingerprint: str  # name + sampling settings: part of every checkpoint key
 
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         """``text`` cut to at most ``max_tokens`` teacher tokens by dropping its middle;
         the flag says whether anything was cut."""
 
-    def complete(self, prompts: Sequence[Chat], max_new_tokens: int) -> list[Completion]:
-        """One deterministic completion per chat, in the order given."""
+    def complete(self, prompts: Sequence[Chat], max_new_tokens: int, on_result: OnResult = None) -> list[Completion]:
+        """One completion per chat, in the order given; ``on_result`` sees each as it finishes."""
 
 
 def middle_truncate_offsets(text: str, offsets: Sequence[tuple[int, int]], max_tokens: int) -> tuple[str, bool]:
@@ -62,6 +68,7 @@ class LocalTeacher:
 
         start = time.monotonic()
         self.name = f"local:{spec}"
+        self.fingerprint = f"{self.name}|greedy"
         self.tokenizer = load_tokenizer(spec)
         self.tokenizer.padding_side = "left"
         if not getattr(self.tokenizer, "chat_template", None):
@@ -99,7 +106,7 @@ class LocalTeacher:
                 current.append(i)
         return batches
 
-    def complete(self, prompts: Sequence[Chat], max_new_tokens: int) -> list[Completion]:
+    def complete(self, prompts: Sequence[Chat], max_new_tokens: int, on_result: OnResult = None) -> list[Completion]:
         from transformers import GenerationConfig
 
         torch = self._torch
@@ -131,11 +138,17 @@ class LocalTeacher:
                     completion_tokens=len(kept) + (stop is not None),
                     finish_reason="stop" if stop is not None else "length",
                 )
+                if on_result is not None:
+                    on_result(i, results[i])
         return results  # type: ignore[return-value]
 
 
-def make_teacher(kind: str, model: str) -> Teacher:
-    """The teacher for ``config.teacher`` (``local``); ``synthetic`` needs none."""
+def make_teacher(kind: str, model: str, api=None) -> Teacher:
+    """The teacher for ``config.teacher`` (``local`` or ``openai``); ``synthetic`` needs none."""
     if kind == "local":
         return LocalTeacher(model)
-    raise UserError(f"unknown teacher {kind!r}; choose local or synthetic")
+    if kind == "openai":
+        from longalign.generation.openai_teacher import OpenAITeacher
+
+        return OpenAITeacher(api, model)
+    raise UserError(f"unknown teacher {kind!r}; choose local, openai or synthetic")

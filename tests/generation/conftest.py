@@ -54,6 +54,7 @@ class ScriptedTeacher:
     """A Teacher whose replies come from a function of the prompt text (no model)."""
 
     name = "scripted"
+    fingerprint = "scripted|v1"
 
     def __init__(self, reply, finish_reason: str = "stop"):
         self.reply = reply
@@ -67,14 +68,16 @@ class ScriptedTeacher:
         half = max_tokens // 2
         return " ".join(words[:half]) + " [...] " + " ".join(words[-half:]), True
 
-    def complete(self, prompts, max_new_tokens):
+    def complete(self, prompts, max_new_tokens, on_result=None):
         from longalign.generation.teachers import Completion
 
         self.prompts.extend(prompts)
         out = []
-        for chat in prompts:
+        for i, chat in enumerate(prompts):
             text = self.reply(chat[-1]["content"])
             out.append(Completion(text, len(chat[-1]["content"].split()), len(text.split()), self.finish_reason))
+            if on_result is not None:
+                on_result(i, out[-1])
         return out
 
 

@@ -58,7 +58,8 @@ def _run(reply_for_questions, answer, documents, finish_reason="stop", scripted=
 ])
 def test_each_answer_gate_drops_and_counts(scripted_teacher, answer, reason):
     docs = [("a", DOC), ("b", DOC + " Extra.")]
-    samples, tally, _ = _run("1. What did the keeper log?", answer, docs, scripted=scripted_teacher)
+    questions = "1. What did the keeper log?\n2. Which flags did the keeper note?"
+    samples, tally, _ = _run(questions, answer, docs, scripted=scripted_teacher)
     assert samples == []
     assert tally.rejects[reason] == 2
     assert tally.calls == 4  # two proposals, two answers
@@ -91,3 +92,20 @@ def test_good_sample_holds_full_document_and_question(scripted_teacher):
     assert sample.answer == "Flags and cargo." and sample.reference is None
     assert tally.truncated_documents == 1
     assert all(len(chat[-1]["content"]) < len(long_doc) for chat in teacher.prompts)
+
+
+def test_question_picked_for_an_earlier_document_is_not_picked_again(scripted_teacher):
+    docs = [(name, DOC + f" Note {name}.") for name in "abc"]
+    questions = "1. What did the keeper log?\n2. Which flags did the keeper note?"
+    samples, tally, teacher = _run(questions, "Flags and cargo.", docs, scripted=scripted_teacher)
+    assert len(samples) == 2  # two distinct questions for three documents
+    assert len({s.question for s in samples}) == 2
+    assert tally.rejects["repeated_question"] == 1 + 2  # second document: one; third: both
+    assert tally.rejects["no_question"] == 1
+    assert len(teacher.prompts) == 3 + 2  # no answer was requested for the third document
+
+
+def test_content_filtered_proposal_is_counted_and_not_answered(scripted_teacher):
+    samples, tally, teacher = _run("", "unused", [("a", DOC)], "content_filter", scripted=scripted_teacher)
+    assert samples == [] and tally.rejects["content_filter"] == 1
+    assert len(teacher.prompts) == 1

@@ -24,3 +24,44 @@ def test_task_choice_is_seeded_and_covers_all_types():
     assert picks == [choose_task(0, f"doc{i}") for i in range(200)]
     assert set(picks) == set(TASK_TYPES)
     assert picks != [choose_task(1, f"doc{i}") for i in range(200)]
+
+
+def test_user_templates_override_the_built_in_ones(tmp_path):
+    import pytest
+
+    from longalign.errors import UserError
+    from longalign.generation.prompts import Prompts
+
+    (tmp_path / "answer.txt").write_text("Q={question}\nDOC={document}\n")
+    prompts = Prompts(tmp_path)
+    assert prompts.overridden == ["answer"]
+    assert prompts.answer_prompt("D", "Why?")[0]["content"] == "Q=Why?\nDOC=D"
+    assert prompts.question_prompt("summary", "D") == question_prompt("summary", "D")  # built-in kept
+    assert prompts.digest != Prompts().digest
+    (tmp_path / "summery.txt").write_text("{document}")
+    with pytest.raises(UserError, match="unknown template.*summery.txt"):
+        Prompts(tmp_path)
+    (tmp_path / "summery.txt").unlink()
+    (tmp_path / "general.txt").write_text("Ask five questions.")
+    with pytest.raises(UserError, match="lacks \\{document\\}"):
+        Prompts(tmp_path)
+    with pytest.raises(UserError, match="not a directory"):
+        Prompts(tmp_path / "nope")
+
+
+def test_stage_sends_the_user_templates(corpus, tmp_path, monkeypatch, scripted_teacher):
+    import longalign.generation.stage as stage
+    from longalign.config import GenerationConfig
+    from longalign.generation import generate
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for task in TASK_TYPES:
+        (folder / f"{task}.txt").write_text("MY-QUESTIONS\n{document}")
+    (folder / "answer.txt").write_text("MY-ANSWER {question}\n{document}")
+    teacher = scripted_teacher(lambda p: "A short answer." if p.startswith("MY-ANSWER") else "1. What is it?")
+    monkeypatch.setattr(stage, "make_teacher", lambda *args: teacher)
+    config = GenerationConfig(teacher="local", teacher_documents=1, prompts_dir=str(folder))
+    stats = generate(config, corpus, tmp_path / "out")
+    assert [chat[0]["content"].split()[0] for chat in teacher.prompts] == ["MY-QUESTIONS", "MY-ANSWER"]
+    assert stats["prompts"]["overridden"] == ["answer", "extraction", "general", "reasoning", "summary"]

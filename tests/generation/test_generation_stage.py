@@ -26,7 +26,8 @@ def test_output_files_schema_and_stats(corpus, tmp_path):
     assert table.schema.field("messages").type == pa.list_(
         pa.struct([("role", pa.string()), ("content", pa.string())]))
     assert table.schema.field("n_chars").type == pa.int64()
-    assert table.column_names == ["id", "messages", "task", "teacher", "doc_id", "reference", "n_chars"]
+    assert table.column_names == ["id", "messages", "task", "teacher", "doc_id", "reference", "n_chars",
+                                  "teacher_prompt_tokens", "teacher_completion_tokens"]
     rows = table.to_pylist()
     assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
     for row in rows:
@@ -98,19 +99,22 @@ def test_existing_output_needs_overwrite(corpus, tmp_path):
 
 
 def test_zero_samples_is_a_user_error_with_reasons(corpus, tmp_path, monkeypatch, scripted_teacher):
-    monkeypatch.setattr(stage, "make_teacher", lambda kind, model: scripted_teacher(lambda p: "no list"))
+    monkeypatch.setattr(stage, "make_teacher", lambda *args: scripted_teacher(lambda p: "no list"))
     config = GenerationConfig(teacher="local", teacher_documents=None, synthetic_per_document=0)
     with pytest.raises(UserError, match="no_question=5"):
         generate(config, corpus, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    # Only the checkpoint of the teacher's replies is left (a re-run resumes from it).
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoint"]
 
 
 def test_local_mode_mixes_teacher_and_synthetic_samples(corpus, tmp_path, monkeypatch, scripted_teacher):
     def reply(prompt):
-        return "The council met to discuss taxes." if "Question:" in prompt else "1. Why did the council meet?"
+        if "Question:" in prompt:
+            return "The council met to discuss taxes."
+        return "1. Why did the council meet?\n2. What did the merchants trade?"
 
     teacher = scripted_teacher(reply)
-    monkeypatch.setattr(stage, "make_teacher", lambda kind, model: teacher)
+    monkeypatch.setattr(stage, "make_teacher", lambda *args: teacher)
     config = GenerationConfig(teacher="local", teacher_documents=2, synthetic_per_document=1)
     stats = generate(config, corpus, tmp_path / "out")
     assert stats["documents"]["teacher"] == 2
@@ -120,7 +124,10 @@ def test_local_mode_mixes_teacher_and_synthetic_samples(corpus, tmp_path, monkey
     teacher_rows = [r for r in rows if r["teacher"] == "scripted"]
     assert all(r["reference"] is None and r["task"] in {"general", "summary", "reasoning", "extraction"}
                for r in teacher_rows)
-    assert all(r["messages"][0]["content"].endswith("\n\nWhy did the council meet?") for r in teacher_rows)
+    # The same question is never picked for two documents.
+    assert sorted(r["messages"][0]["content"].rsplit("\n\n", 1)[1] for r in teacher_rows) == [
+        "What did the merchants trade?", "Why did the council meet?"]
+    assert all(r["teacher_completion_tokens"] == 6 and r["teacher_prompt_tokens"] > 0 for r in teacher_rows)
 
 
 def test_large_output_is_sharded(corpus, tmp_path, monkeypatch):
@@ -132,3 +139,24 @@ def test_large_output_is_sharded(corpus, tmp_path, monkeypatch):
     assert stats["files"] == ["samples-00000.parquet", "samples-00001.parquet", "samples-00002.parquet"]
     table = read_parquet_dir(tmp_path / "out", "chats", "samples")
     assert table.num_rows == 10 and len(set(table.column("id").to_pylist())) == 10
+
+
+def test_local_teacher_replies_are_checkpointed_and_reused(corpus, tmp_path, monkeypatch, scripted_teacher):
+    def reply(prompt):
+        return "Taxes." if "Question:" in prompt else "1. Why did the council meet?\n2. What did merchants trade?"
+
+    teachers = [scripted_teacher(reply) for _ in range(3)]
+    monkeypatch.setattr(stage, "make_teacher", lambda *args: teachers.pop(0))
+    config = GenerationConfig(teacher="local", teacher_documents=2)
+    first = generate(config, corpus, tmp_path / "out")
+    (ckpt,) = (tmp_path / "out" / "checkpoint").iterdir()
+    records = [json.loads(line) for line in ckpt.read_text().splitlines()]
+    assert sorted(r["phase"] for r in records) == ["answers", "answers", "questions", "questions"]
+    assert first["checkpoint"]["appended"] == 4 and first["teacher_usage"]["calls"] == 4
+    second_teacher = teachers[0]
+    again = generate(config, corpus, tmp_path / "out", overwrite=True)
+    assert second_teacher.prompts == []  # everything came from the checkpoint
+    assert again["teacher_usage"]["cached"] == 4 and again["samples"] == first["samples"]
+    other = generate(config.model_copy(update={"work_dir": str(tmp_path / "work")}), corpus, tmp_path / "o2")
+    assert other["checkpoint"]["in"] == "work_dir" and not (tmp_path / "o2" / "checkpoint").exists()
+    assert len(list((tmp_path / "work").glob("requests-*.jsonl"))) == 1
