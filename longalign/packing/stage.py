@@ -1,9 +1,13 @@
 """The packing stage: chats -> tokenised samples -> planned rows -> Arrow shards + stats.
 
-Pass 1 tokenises the chats in batches of ``ENCODE_BATCH`` conversations and appends the usable
-samples to a temporary Arrow file (see ``longalign.packing.store``), keeping only their lengths in
-memory. The layout is then planned from the lengths (``plan_packs``, ``plan_sorted`` or
-``plan_naive``), and pass 2 writes the rows in that order from the memory-mapped temporary file.
+Everything streams. Pass 1 reads the chat shards a record batch at a time, tokenises them in
+chunks (``ChatEncoder.encode_stream``) and appends the usable samples to a temporary
+``SampleStore`` on disk, keeping only a few numbers per sample in memory. Duplicate ids are then
+found from 64-bit id hashes (confirmed on the stored strings) and the later copies skipped. The
+layout is planned from the lengths (``plan_packs``, ``plan_sorted`` or ``plan_naive``), and pass 2
+writes the rows in that order, one record batch at a time, reading the samples back with
+positional reads. Peak memory is one chunk of chats plus one record batch of rows, plus about
+24 bytes per sample.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from longalign.config import PackingConfig
 from longalign.errors import UserError
-from longalign.io import atomic_dir, read_parquet_dir, write_json
+from longalign.io import atomic_dir, shard_paths, write_json
 from longalign.models import load_tokenizer
 from longalign.packing.encode import ChatEncoder, Encoded
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
@@ -29,7 +34,7 @@ from longalign.progress import track
 
 log = logging.getLogger("longalign")
 SCHEMA_VERSION = 1
-ENCODE_BATCH = 64
+READ_BATCH = 256  # chats read from a Parquet shard at a time
 REQUIRED_COLUMNS = ("id", "messages")
 
 
@@ -46,47 +51,70 @@ def plan_batches(config: PackingConfig, lengths: np.ndarray) -> tuple[list[list[
     return [[[i] for i in g] for g in groups], padded_efficiency(lengths, groups)
 
 
-def _read_chats(chats: str | os.PathLike) -> pa.Table:
-    table = read_parquet_dir(chats, "chats", "samples")
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise UserError(f"chats {chats} lack column(s) {', '.join(missing)}: is it the generation output?")
-    return table
+def _chat_files(chats: str | os.PathLike) -> list[pq.ParquetFile]:
+    paths = shard_paths(chats, "samples-*.parquet", "chats")
+    files = []
+    for p in paths:
+        try:
+            f = pq.ParquetFile(p)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"cannot read chats {p}: {exc}") from None
+        missing = [c for c in REQUIRED_COLUMNS if c not in f.schema_arrow.names]
+        if missing:
+            raise UserError(f"chats {p} lack column(s) {', '.join(missing)}: "
+                            "is it the generation output?")
+        files.append(f)
+    if sum(f.metadata.num_rows for f in files) == 0:
+        raise UserError(f"chats {chats} hold no samples")
+    return files
 
 
-def _encode_all(table: pa.Table, encoder: ChatEncoder, store: SampleStore,
-                tally: Tally) -> tuple[np.ndarray, np.ndarray]:
-    lengths: list[int] = []
-    targets: list[int] = []
-    seen: set[str] = set()
-    starts = range(0, table.num_rows, ENCODE_BATCH)
-    for start in track(starts, "tokenising chats"):
-        part = table.slice(start, ENCODE_BATCH)
-        ids = part.column("id").to_pylist()
-        conversations = part.column("messages").to_pylist()
-        tally.samples_in += len(ids)
-        usable: list[tuple[str, Any]] = []
-        for n, (sample_id, conv) in enumerate(zip(ids, conversations)):
-            sample_id = str(sample_id) if sample_id is not None else ""
-            if not sample_id:
-                tally.skip(f"row {start + n}", "malformed", "missing id")
-            elif sample_id in seen:
-                tally.skip(sample_id, "duplicate_id", "an earlier sample has the same id")
-            else:
-                seen.add(sample_id)
-                usable.append((sample_id, conv))
-        results = encoder.encode_batch([u[0] for u in usable], [u[1] for u in usable])
-        kept: list[Encoded] = []
-        for r in results:
-            if isinstance(r, Encoded):
-                kept.append(r)
-                tally.truncated += r.truncated
-                lengths.append(len(r.input_ids))
-                targets.append(r.n_targets)
-            else:
-                tally.skip(r.id, r.reason, r.detail)
-        store.append(kept)
-    return np.asarray(lengths, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+def _records(files: list[pq.ParquetFile], tally: Tally) -> Iterator[tuple[str, object]]:
+    """(id, messages) of every chat, streamed; rows without an id are counted and skipped."""
+    n = 0
+    for f in files:
+        for batch in f.iter_batches(batch_size=READ_BATCH, columns=list(REQUIRED_COLUMNS)):
+            for sample_id, messages in zip(batch.column("id").to_pylist(),
+                                           batch.column("messages").to_pylist()):
+                tally.samples_in += 1
+                sample_id = str(sample_id) if sample_id is not None else ""
+                if sample_id:
+                    yield sample_id, messages
+                else:
+                    tally.skip(f"row {n}", "malformed", "missing id")
+                n += 1
+
+
+def _encode_all(files: list[pq.ParquetFile], encoder: ChatEncoder, store: SampleStore,
+                tally: Tally) -> None:
+    results = encoder.encode_stream(_records(files, tally))
+    total = sum(f.metadata.num_rows for f in files)
+    for r in track(results, "tokenising chats", total=total):
+        if isinstance(r, Encoded):
+            tally.truncated += r.truncated
+            store.append([r])
+        else:
+            tally.skip(r.id, r.reason, r.detail)
+
+
+def duplicates(store: SampleStore) -> np.ndarray:
+    """Indices of stored samples whose id already occurred at a smaller index."""
+    order = np.argsort(store.hashes, kind="stable")
+    h = store.hashes[order]
+    same = np.flatnonzero(h[1:] == h[:-1])  # order[k + 1] has the hash of order[k]
+    dup: set[int] = set()
+    for k in same.tolist():
+        # walk back over the run of equal hashes: compare the strings (a hash collision is not a
+        # duplicate)
+        i = int(order[k + 1])
+        j = k
+        sid = store.sample_id(i)
+        while j >= 0 and h[j] == h[k + 1]:
+            if store.sample_id(int(order[j])) == sid:
+                dup.add(i)
+                break
+            j -= 1
+    return np.asarray(sorted(dup), dtype=np.int64)
 
 
 def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: str | os.PathLike,
@@ -98,31 +126,35 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
     are skipped and counted per reason. Raises UserError for a missing or empty input, or when no
     sample is left; nothing is written then.
     """
-    table = _read_chats(chats)
-    if table.num_rows == 0:
-        raise UserError(f"chats {chats} hold no samples")
+    files = _chat_files(chats)
     tokenizer = load_tokenizer(model)
     encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns)
     tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        store = SampleStore(Path(tmp) / ".samples.arrow")
+        store = SampleStore(tmp)
         try:
-            lengths, targets = _encode_all(table, encoder, store, tally)
-        finally:
+            _encode_all(files, encoder, store, tally)
             store.close()
-        del table
-        if len(lengths) == 0:
-            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
-            raise UserError(f"no usable samples in {chats} ({tally.samples_in} read; skipped {reasons})")
-        batches, efficiency = plan_batches(config, lengths)
-        samples = store.open()
-        files = write_rows(Path(tmp), samples, lengths,
-                           track(batches, f"writing {config.strategy} rows"))
-        del samples
-        store.path.unlink()
+            keep = np.ones(store.count, dtype=bool)
+            for i in duplicates(store).tolist():
+                tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")
+                keep[i] = False
+            index = np.flatnonzero(keep)  # position in the plan -> sample in the store
+            lengths, targets = store.lengths[index], store.targets[index]
+            if len(lengths) == 0:
+                reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
+                raise UserError(f"no usable samples in {chats} ({tally.samples_in} read; "
+                                f"skipped {reasons})")
+            batches, efficiency = plan_batches(config, lengths)
+            if len(index) < store.count:
+                batches = [[index[row].tolist() for row in b] for b in batches]
+            files_out = write_rows(Path(tmp), store,
+                                   track(batches, f"writing {config.strategy} rows"))
+        finally:
+            store.release()
         stats = build_stats(tally=tally, strategy=config.strategy, max_len=config.max_len,
                             batch_size=config.batch_size, lengths=lengths, targets=targets,
-                            batches=batches, efficiency=efficiency, files=files)
+                            batches=batches, efficiency=efficiency, files=files_out)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "strategy": config.strategy,

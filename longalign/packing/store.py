@@ -1,19 +1,27 @@
-"""Arrow files of the packing stage: the temporary sample store and the packed row shards.
+"""Files of the packing stage: the temporary sample store and the packed row shards.
 
-Streaming layout. Pass 1 appends every tokenised sample, in input order, to one temporary Arrow
-IPC file (``.samples.arrow`` inside the output's temporary directory, deleted before the output is
-renamed into place); only the lengths stay in memory. Pass 2 memory-maps that file and writes the
-planned rows in order, a record batch at a time, so peak memory is about one record batch of rows
-(at most ``ROWS_PER_RECORD_BATCH`` rows or ``TOKENS_PER_RECORD_BATCH`` tokens) plus the lengths.
+Streaming layout. Pass 1 appends every tokenised sample, in input order, to a temporary flat
+binary file (``.samples.bin`` inside the output's temporary directory, deleted before the output
+is renamed into place): sample ``i`` is its ``n_i`` int32 token ids followed by its ``n_i`` int32
+labels, at byte offset ``8 * (n_0 + ... + n_{i-1})``. Sample ids go to ``.ids.bin`` (UTF-8, back
+to back). In memory stay only a few numbers per sample: its length, target count, id length and
+an id hash (about 24 bytes), which is all that planning needs. Pass 2 reads the samples of each
+record batch of rows with positional reads (``os.preadv`` straight into the output buffers; no
+memory map, so nothing of the dataset accumulates in the process), so peak memory is about one
+record batch of rows (at most ``ROWS_PER_RECORD_BATCH`` rows or ``TOKENS_PER_RECORD_BATCH``
+tokens) plus the per-sample numbers.
 
 Output files ``rows-00000.arrow``, ... are uncompressed Arrow IPC *file* format (Feather v2), so
-the training stage memory-maps them without copying. A new file starts, at a micro-batch boundary,
-once a file holds ``TOKENS_PER_FILE`` tokens; a micro-batch's rows are consecutive.
+the training stage memory-maps them without copying. Token columns are ``large_list`` (64-bit
+offsets): no column chunk can overflow 2^31 elements. A new file starts, at a micro-batch
+boundary, once a file holds ``TOKENS_PER_FILE`` tokens; a micro-batch's rows are consecutive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from array import array
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -35,89 +43,142 @@ ROW_SCHEMA = pa.schema([
     ("batch", pa.int64()),
 ])
 
-SAMPLE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("input_ids", pa.large_list(pa.int32())),
-    ("labels", pa.large_list(pa.int32())),
-    ("n_targets", pa.int32()),
-])
 
-
-def _large_list(arrays: Sequence[np.ndarray]) -> pa.LargeListArray:
-    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    values = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+def id_hash(sample_id: str) -> int:
+    """A 64-bit hash of a sample id (signed, to fit an int64 array)."""
+    return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little",
+                          signed=True)
 
 
 class SampleStore:
-    """Append-only temporary Arrow file of tokenised samples (pass 1)."""
+    """Append-only temporary store of tokenised samples (pass 1), read back by index (pass 2).
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._sink = pa.OSFile(str(self.path), "wb")
-        self._writer = pa.ipc.new_file(self._sink, SAMPLE_SCHEMA)
-        self.count = 0
+    After ``close()``, ``lengths``, ``targets`` and ``hashes`` are numpy arrays (one entry per
+    stored sample, in append order).
+    """
 
-    def append(self, samples: Sequence[Encoded]) -> None:
-        if not samples:
-            return
-        batch = pa.record_batch([
-            pa.array([s.id for s in samples], pa.string()),
-            _large_list([s.input_ids for s in samples]),
-            _large_list([s.labels for s in samples]),
-            pa.array([s.n_targets for s in samples], pa.int32()),
-        ], schema=SAMPLE_SCHEMA)
-        self._writer.write_batch(batch)
-        self.count += len(samples)
+    def __init__(self, directory: str | os.PathLike, name: str = ".samples") -> None:
+        directory = Path(directory)
+        self.path = directory / f"{name}.bin"
+        self.ids_path = directory / f"{name}.ids.bin"
+        self._tokens = open(self.path, "wb")
+        self._ids = open(self.ids_path, "wb")
+        self._lengths = array("q")
+        self._targets = array("i")
+        self._id_sizes = array("i")
+        self._hashes = array("q")
+        self._fds: tuple[int, int] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths) if self._fds is not None else len(self._lengths)
+
+    def append(self, samples: Iterable[Encoded]) -> None:
+        for s in samples:
+            self._tokens.write(np.ascontiguousarray(s.input_ids, dtype=np.int32).tobytes())
+            self._tokens.write(np.ascontiguousarray(s.labels, dtype=np.int32).tobytes())
+            raw = s.id.encode()
+            self._ids.write(raw)
+            self._lengths.append(len(s.input_ids))
+            self._targets.append(s.n_targets)
+            self._id_sizes.append(len(raw))
+            self._hashes.append(id_hash(s.id))
 
     def close(self) -> None:
-        self._writer.close()
-        self._sink.close()
+        """Finish writing; make the per-sample arrays available and open the files for reading."""
+        if self._fds is not None:
+            return
+        self._tokens.close()
+        self._ids.close()
+        self.lengths = np.frombuffer(self._lengths, dtype=np.int64).copy()
+        self.targets = np.frombuffer(self._targets, dtype=np.int32).copy()
+        self.hashes = np.frombuffer(self._hashes, dtype=np.int64).copy()
+        id_sizes = np.frombuffer(self._id_sizes, dtype=np.int32).astype(np.int64)
+        del self._lengths, self._targets, self._hashes, self._id_sizes
+        self._token_start = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        self._id_start = np.concatenate([[0], np.cumsum(id_sizes)]).astype(np.int64)
+        self._fds = (os.open(self.path, os.O_RDONLY), os.open(self.ids_path, os.O_RDONLY))
 
-    def open(self) -> pa.Table:
-        """The stored samples as one table over a memory map (no copy)."""
-        return pa.ipc.open_file(pa.memory_map(str(self.path), "r")).read_all()
+    def release(self) -> None:
+        """Close the files and delete them."""
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+        for f in (self._tokens, self._ids):
+            f.close()
+        for p in (self.path, self.ids_path):
+            p.unlink(missing_ok=True)
+
+    def sample_id(self, i: int) -> str:
+        assert self._fds is not None, "close() the store before reading"
+        a, b = int(self._id_start[i]), int(self._id_start[i + 1])
+        return os.pread(self._fds[1], b - a, a).decode()
+
+    def read_into(self, i: int, ids: np.ndarray, labels: np.ndarray) -> None:
+        """Read sample ``i``'s ids and labels into two int32 views of its exact length."""
+        assert self._fds is not None, "close() the store before reading"
+        n = int(self.lengths[i])
+        if n == 0:
+            return
+        offset = 8 * int(self._token_start[i])
+        got = os.preadv(self._fds[0], [ids, labels], offset)
+        if got != 8 * n:
+            raise OSError(f"short read of sample {i} from {self.path}")
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i``'s (input_ids, labels)."""
+        n = int(self.lengths[i])
+        ids, labels = np.empty(n, np.int32), np.empty(n, np.int32)
+        self.read_into(i, ids, labels)
+        return ids, labels
 
 
-def _list(values: pa.Array, counts: Sequence[int]) -> pa.ListArray:
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+def _offsets(counts: Sequence[int] | np.ndarray, dtype) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(dtype))
 
 
-def _large(values: pa.Array, counts: Sequence[int]) -> pa.LargeListArray:
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
-
-
-def row_record_batch(samples: pa.Table, rows: list[list[int]], batch_ids: list[int]) -> pa.RecordBatch:
+def row_record_batch(store: SampleStore, rows: list[list[int]], batch_ids: list[int]) -> pa.RecordBatch:
     """Build one record batch of packed rows from the sample store.
 
-    ``rows[r]`` lists the sample indices (into ``samples``) of row ``r`` in order.
+    ``rows[r]`` lists the sample indices (into the store) of row ``r`` in order.
     """
-    flat = [i for row in rows for i in row]
-    sub = samples.take(pa.array(flat, pa.int64())).combine_chunks()
-    ids = sub.column("input_ids").chunk(0)
-    lengths = np.diff(np.asarray(ids.offsets)).astype(np.int32)
+    flat = np.fromiter((i for row in rows for i in row), dtype=np.int64)
+    seq_lens = store.lengths[flat].astype(np.int32) if flat.size else np.zeros(0, np.int32)
+    total = int(seq_lens.sum(dtype=np.int64))
+    ids = np.empty(total, np.int32)
+    labels = np.empty(total, np.int32)
+    at = 0
+    for i, n in zip(flat.tolist(), seq_lens.tolist()):
+        store.read_into(i, ids[at:at + n], labels[at:at + n])
+        at += n
     per_row = [len(row) for row in rows]
-    row_tokens = np.add.reduceat(lengths, np.cumsum([0] + per_row[:-1])) if flat else []
+    row_tokens = [int(x) for x in np.add.reduceat(seq_lens, np.cumsum([0] + per_row[:-1]))] \
+        if flat.size else [0] * len(rows)
     return pa.record_batch([
-        _large(ids.flatten(), row_tokens),
-        _large(sub.column("labels").chunk(0).flatten(), row_tokens),
-        _list(pa.array(lengths, pa.int32()), per_row),
-        _list(sub.column("n_targets").chunk(0), per_row),
-        _list(sub.column("id").chunk(0), per_row),
+        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), pa.array(ids)),
+        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), pa.array(labels)),
+        pa.ListArray.from_arrays(_offsets(per_row, np.int32), pa.array(seq_lens)),
+        pa.ListArray.from_arrays(_offsets(per_row, np.int32),
+                                 pa.array(store.targets[flat].astype(np.int32))),
+        pa.ListArray.from_arrays(_offsets(per_row, np.int32),
+                                 pa.array([store.sample_id(i) for i in flat.tolist()], pa.string())),
         pa.array(batch_ids, pa.int64()),
     ], schema=ROW_SCHEMA)
 
 
-def write_rows(out_dir: Path, samples: pa.Table, lengths: np.ndarray,
-               batches: Iterable[list[list[int]]], *,
-               rows_per_record_batch: int = ROWS_PER_RECORD_BATCH,
-               tokens_per_record_batch: int = TOKENS_PER_RECORD_BATCH,
-               tokens_per_file: int = TOKENS_PER_FILE) -> list[str]:
+def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[int]]], *,
+               rows_per_record_batch: int | None = None,
+               tokens_per_record_batch: int | None = None,
+               tokens_per_file: int | None = None) -> list[str]:
     """Write micro-batches (each a list of rows of sample indices) as ``rows-NNNNN.arrow`` files;
-    return the file names. Micro-batch ``k`` of the iteration gets batch index ``k``."""
+    return the file names. Micro-batch ``k`` of the iteration gets batch index ``k``. The limits
+    default to the module's ``ROWS_PER_RECORD_BATCH``, ``TOKENS_PER_RECORD_BATCH`` and
+    ``TOKENS_PER_FILE``."""
+    rows_per_record_batch = rows_per_record_batch or ROWS_PER_RECORD_BATCH
+    tokens_per_record_batch = tokens_per_record_batch or TOKENS_PER_RECORD_BATCH
+    tokens_per_file = tokens_per_file or TOKENS_PER_FILE
+    lengths = store.lengths
     names: list[str] = []
     writer: pa.ipc.RecordBatchFileWriter | None = None
     file_tokens = 0
@@ -129,7 +190,7 @@ def write_rows(out_dir: Path, samples: pa.Table, lengths: np.ndarray,
         nonlocal pending, pending_ids, pending_tokens
         if pending:
             assert writer is not None
-            writer.write_batch(row_record_batch(samples, pending, pending_ids))
+            writer.write_batch(row_record_batch(store, pending, pending_ids))
         pending, pending_ids, pending_tokens = [], [], 0
 
     for k, batch in enumerate(batches):

@@ -175,6 +175,7 @@ def test_stats_count_every_bad_case(packed):
     metrics = stats["metrics"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert metrics["efficiency"] == stats["efficiency"] and metrics["skipped"] == 5
+    assert stats["dropped_too_long"] == metrics["dropped_too_long"] == 1
 
 
 def batches_of(rows: list[dict]) -> list[list[dict]]:
@@ -232,14 +233,20 @@ def test_middle_truncation_in_the_stage(chats, tmp_path):
 def test_shards_and_record_batches(tokenizer, tmp_path):
     encoder = ChatEncoder(tokenizer, MAX_LEN)
     encoded = encoder.encode_batch([s["id"] for s in GOOD], [s["messages"] for s in GOOD])
-    store = SampleStore(tmp_path / "samples.arrow")
+    store = SampleStore(tmp_path)
     store.append(encoded[:20])
     store.append(encoded[20:])
     store.close()
-    lengths = np.array([len(e.input_ids) for e in encoded])
+    assert store.lengths.tolist() == [len(e.input_ids) for e in encoded]
+    assert store.targets.tolist() == [e.n_targets for e in encoded]
+    for i in (0, 7, 44):
+        ids, labels = store.sample(i)
+        assert (ids == encoded[i].input_ids).all() and (labels == encoded[i].labels).all()
+        assert store.sample_id(i) == encoded[i].id
     batches = [[[i] for i in range(j, min(j + 3, 45))] for j in range(0, 45, 3)]
-    names = write_rows(tmp_path, store.open(), lengths, batches, rows_per_record_batch=4,
-                       tokens_per_file=1000)
+    names = write_rows(tmp_path, store, batches, rows_per_record_batch=4, tokens_per_file=1000)
+    store.release()
+    assert not list(tmp_path.glob(".samples*"))
     assert len(names) > 1
     last, rows = -1, 0
     for name in names:
@@ -268,3 +275,35 @@ def test_errors_write_nothing(tmp_path, chats):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "empty" / "samples-00000.parquet")
     with pytest.raises(UserError, match="lack column"):
         run(tmp_path / "empty", tmp_path / "out")
+
+
+def test_cli_pack_with_truncation_option(chats, tmp_path):
+    from typer.testing import CliRunner
+
+    from longalign.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "pack", "--chats", str(chats), "-o", str(out), "--preset", "tiny", "--model", "embedded:tiny",
+        "--strategy", "pack", "--max-len", str(MAX_LEN), "--truncation", "middle"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["max_len"], stats["truncated"]) == (MAX_LEN, 1)
+    assert "too_long" not in stats["skipped"]
+
+
+def test_duplicate_ids_survive_hash_collisions(tokenizer, tmp_path, monkeypatch):
+    from longalign.packing import store as store_module
+    from longalign.packing.stage import duplicates
+
+    monkeypatch.setattr(store_module, "id_hash", lambda sample_id: 7)  # every id collides
+    encoder = ChatEncoder(tokenizer, MAX_LEN)
+    ids = ["a", "b", "a", "c", "b", "a"]
+    encoded = encoder.encode_batch(ids, [GOOD[0]["messages"]] * len(ids))
+    store = SampleStore(tmp_path)
+    store.append(encoded)
+    store.close()
+    try:
+        assert duplicates(store).tolist() == [2, 4, 5]  # later copies only, never "c"
+    finally:
+        store.release()
