@@ -26,6 +26,8 @@ class Answerer(Protocol):
 
     Optionally, ``with_budget(n)`` returns an answerer allowed at least ``n`` new tokens (used for
     answers that cannot be short, such as UUIDs); without it every answer gets the default budget.
+    ``with_generation(max_new_tokens, temperature[, seed])`` likewise sets the budget and sampling
+    temperature (LongBench-Chat answers are sampled at 1.0 with up to 1,024 new tokens).
     """
 
     def answer(self, prompts: list[list[dict]]) -> list[str]:
@@ -65,6 +67,8 @@ class TransformersAnswerer:
         self.truncated = 0
         self.reused_tokens = 0
         self.prompt_tokens: list[int] = []
+        self.temperature = 0.0  # 0: greedy; > 0: sampling (plain batched generate, seeded)
+        self.seed = 0
         pad = tokenizer.pad_token_id
         self.pad = pad if pad is not None else (tokenizer.eos_token_id or 0)
 
@@ -73,6 +77,14 @@ class TransformersAnswerer:
         other = copy.copy(self)
         other.max_new_tokens = max(self.max_new_tokens, max_new_tokens)
         other.limit = max(16, self.window - other.max_new_tokens)
+        return other
+
+    def with_generation(self, max_new_tokens: int, temperature: float, seed: int = 0) -> "TransformersAnswerer":
+        """The same model with this budget, sampling at ``temperature`` (seeded) when it is > 0."""
+        other = self.with_budget(max_new_tokens)
+        other.max_new_tokens = max_new_tokens
+        other.limit = max(16, self.window - max_new_tokens)
+        other.temperature, other.seed = temperature, seed
         return other
 
     def answer(self, prompts: list[list[dict]]) -> list[str]:
@@ -85,6 +97,11 @@ class TransformersAnswerer:
         ids = [middle_truncate(x, self.limit) for x in ids]
         self.prompt_tokens = [len(x) for x in ids]
         self.reused_tokens = 0
+        if self.temperature > 0:
+            import torch
+
+            torch.manual_seed(self.seed)
+            return self._answer_batched(ids)
         if self.prefix_cache:
             return self._answer_sequential(ids)
         return self._answer_batched(ids)
@@ -95,7 +112,9 @@ class TransformersAnswerer:
         with torch.inference_mode():
             return self.model.generate(
                 input_ids=input_ids, attention_mask=mask, past_key_values=cache,
-                max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.pad,
+                max_new_tokens=self.max_new_tokens, pad_token_id=self.pad,
+                **({"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+                   if self.temperature > 0 else {"do_sample": False}),
                 eos_token_id=self.tokenizer.eos_token_id,
             )
 

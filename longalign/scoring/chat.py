@@ -47,3 +47,34 @@ def middle_truncate(ids: Sequence[int], limit: int) -> list[int]:
         return ids
     head = limit // 2
     return ids[:head] + ids[len(ids) - (limit - head):]
+
+
+def truncate_messages(tokenizer, messages: list[dict], limit: int) -> tuple[list[dict], bool]:
+    """``messages`` whose rendered prompt fits ``limit`` tokens, by cutting the middle of the longest
+    user message (its first and last halves in tokens are kept, joined directly as the LongBench
+    reference does). For answerers that send text, not token ids (an OpenAI-compatible endpoint).
+
+    Returns the messages (unchanged when they fit) and whether anything was cut. Raises ValueError
+    when even an empty user message would not fit.
+    """
+    total = count_tokens(tokenizer, messages)
+    if total <= limit:
+        return messages, False
+    users = [k for k, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise ValueError("no user message to truncate")
+    at = max(users, key=lambda k: len(messages[k]["content"]))
+    text = messages[at]["content"]
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    keep = len(offsets) - (total - limit)
+    while True:
+        if keep < 2:
+            raise ValueError(f"the prompt does not fit {limit} tokens even with its longest message cut")
+        head = keep // 2
+        tail = keep - head
+        cut = text[: offsets[head - 1][1]] + text[offsets[len(offsets) - tail][0]:]
+        out = [dict(m, content=cut) if k == at else m for k, m in enumerate(messages)]
+        over = count_tokens(tokenizer, out) - limit
+        if over <= 0:
+            return out, True
+        keep -= over  # the seam tokenised differently: shrink by the excess and try again

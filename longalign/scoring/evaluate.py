@@ -37,6 +37,9 @@ def evaluate(cases: list[Case], answerer: Answerer) -> dict:
             answers[i] = got[k]
             if used is not None and len(used) == len(idx):
                 fed[i] = used[k]
+    empty = sum(not (a if isinstance(a, str) else "").strip() for a in answers)
+    if empty:
+        log.warning("%d of %d answers are empty (scored 0)", empty, len(answers))
     by_suite: dict[str, list[dict]] = defaultdict(list)
     for case, answer, tokens in zip(cases, answers, fed):
         answer = answer if isinstance(answer, str) else ""
@@ -68,23 +71,59 @@ def _summarise(suite: str, rows: list[dict]) -> dict:
         "tasks": {task: mean(v) for task, v in sorted(tasks.items())},
         "prompt_tokens": {"min": min(tokens), "max": max(tokens)},
         "truncated": sum(row["fed_tokens"] < row["prompt_tokens"] for row in rows),
+        "empty_answers": sum(not row["answer"].strip() for row in rows),
         "answers": rows,
     }
 
 
+def headline(summary: dict) -> float | None:
+    """A suite's one number: exact-match accuracy in [0, 1], or LongBench-Chat's mean rating (1-10)."""
+    return summary["accuracy"] if "accuracy" in summary else summary.get("score")
+
+
+def metric_name(suite: str) -> str:
+    return suite.replace("-", "_")
+
+
+def _depth(depth: float) -> str:
+    return f"{round(depth * 100):02d}"
+
+
+def suite_metrics(suite: str, summary: dict) -> dict[str, float]:
+    """One suite's KFP metrics: its headline plus per-task/per-cell values (unprefixed)."""
+    name = metric_name(suite)
+    out: dict[str, float] = {}
+    if suite == "longbench-chat":
+        values = {"score": summary.get("score"), "reference_sum": summary.get("reference_sum"),
+                  "unscored": summary.get("unscored"), "empty_answers": summary.get("empty_answers")}
+        values.update({f"run{r['run']}_mean": r["mean"] for r in summary.get("runs", [])})
+        values.update({f"{lang}_score": v["score"] for lang, v in summary.get("languages", {}).items()})
+        return {f"{name}_{k}": round(float(v), 6) for k, v in values.items() if v is not None}
+    out[f"{name}_accuracy"] = round(summary["accuracy"], 6)
+    for task, value in summary.get("tasks", {}).items():
+        if suite == "recall":
+            out[f"recall_{task}_accuracy"] = round(value, 6)
+    for cell in summary.get("cells", []):
+        key = (f"needle_{cell['length']}_d{_depth(cell['depth'])}" if suite == "needle"
+               else f"{name}_{cell['task']}_{cell['length']}")
+        out[key] = round(cell["score"], 6)
+    return out
+
+
 def metrics(results: dict[str, dict]) -> dict[str, float]:
-    """Flat KFP metrics: ``<suite>_accuracy``, ``recall_<task>_accuracy``, their ``base_`` twins and
-    ``<suite>_delta`` (model minus base, in [-1, 1])."""
+    """Flat KFP metrics: per suite its headline (``needle_accuracy``, ``recall_accuracy``,
+    ``longbench_chat_score``) and per-cell values (``needle_<length>_d<depth%>``,
+    ``recall_<task>_<length>``, ``recall_<task>_accuracy``, LongBench-Chat per run and language);
+    the same with a ``base_`` prefix for the base model, and ``<suite>_delta`` (model minus base)."""
     out: dict[str, float] = {}
     for label, result in results.items():
         prefix = "" if label == "model" else f"{label}_"
         for suite, summary in result["suites"].items():
-            out[f"{prefix}{suite}_accuracy"] = round(summary["accuracy"], 6)
-            if suite == "recall":
-                for task, value in summary["tasks"].items():
-                    out[f"{prefix}recall_{task}_accuracy"] = round(value, 6)
+            out.update({prefix + k: v for k, v in suite_metrics(suite, summary).items()})
     if "base" in results:
-        for suite in results["model"]["suites"]:
-            if suite in results["base"]["suites"]:
-                out[f"{suite}_delta"] = round(out[f"{suite}_accuracy"] - out[f"base_{suite}_accuracy"], 6)
+        for suite, summary in results["model"]["suites"].items():
+            other = results["base"]["suites"].get(suite)
+            mine, theirs = headline(summary), headline(other) if other else None
+            if mine is not None and theirs is not None:
+                out[f"{metric_name(suite)}_delta"] = round(mine - theirs, 6)
     return out

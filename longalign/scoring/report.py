@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from longalign.io import markdown_table
+from longalign.scoring.evaluate import headline
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}
 table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #ccc;padding:3px 9px;
@@ -86,7 +87,79 @@ def _compare_rows(results: dict[str, dict], suite: str, key: str) -> list[list[s
     return rows
 
 
-def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | None) -> None:
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _longbench_html(results: dict[str, dict], stats: dict) -> str:
+    """LongBench-Chat: headline, per run, per language, rating statuses, judge usage."""
+    labels = [l for l, r in results.items() if "longbench-chat" in r["suites"]]
+    info = stats.get("longbench_chat", {})
+    parts = ["<h2>LongBench-Chat (LLM judge, ratings 1-10)</h2>"]
+    note = f"{info.get('questions', '?')} question(s), data {html.escape(str(info.get('source', '?')))}"
+    if info.get("source") == "pinned":
+        note += f" (THUDM/LongAlign {html.escape(str(info.get('commit', ''))[:10])})"
+    if info.get("partial"):
+        note += "; <b>partial benchmark: not comparable with published scores</b>"
+    if info.get("modified_files"):
+        note += f"; modified files: {html.escape(', '.join(info['modified_files']))}"
+    parts.append(f"<p>{note}. Score: mean over questions of the mean of the judge runs (run 0 in the "
+                 "file's example order, later runs shuffled); the reference sum is run 0's total, as "
+                 "the benchmark's own script prints it. Unrated replies are retried and never count as 0."
+                 "</p>")
+    rows = []
+    for label in labels:
+        s = results[label]["suites"]["longbench-chat"]
+        runs = " / ".join(_fmt(r["mean"], 2) for r in s["runs"])
+        langs = ", ".join(f"{html.escape(k)} {v['score']:.2f} ({v['questions']})"
+                          for k, v in s["languages"].items())
+        status = ", ".join(f"{html.escape(k)}: {v}" for k, v in s["statuses"].items())
+        rows.append([html.escape(label), _fmt(s["score"], 2), runs, _fmt(s["reference_sum"], 1), langs,
+                     f"{s['scored']}/{s['questions']}", str(s["empty_answers"]), status])
+    parts.append(_table(["model", "score", "runs", "reference sum", "languages", "scored", "empty answers",
+                         "judge replies"], rows))
+    usage = stats.get("judge_usage")
+    if usage:
+        parts.append(f"<p>Judge: {usage['calls']} call(s), {usage['cached_calls']} from cache, "
+                     f"{usage['failed_calls']} failed; {usage['prompt_tokens']} prompt + "
+                     f"{usage['completion_tokens']} completion tokens; estimated cost "
+                     f"${usage['cost_usd']:.4f}.</p>")
+    return "".join(parts)
+
+
+def _baseline_html(comparison: dict) -> str:
+    parts = [f"<h2>Against the baseline</h2><p>Baseline: <code>{html.escape(str(comparison['spec']))}"
+             f"</code> from <code>{html.escape(Path(comparison['path']).name)}</code>.</p>"]
+    if comparison["config_changes"]:
+        parts.append("<p>Not like-for-like: " + html.escape("; ".join(comparison["config_changes"])) + "</p>")
+    rows = [[html.escape(r["suite"]), _fmt(r["baseline"]), _fmt(r["current"]), _delta(r["delta"]),
+             html.escape(r["verdict"])] for r in comparison["suites"]]
+    parts.append(_table(["suite", "baseline", "this run", "delta", "verdict"], rows))
+    cells = [[html.escape(r["suite"]), html.escape(r["cell"]), _fmt(r["baseline"]), _fmt(r["current"]),
+              _delta(r["delta"]), html.escape(r["verdict"])] for r in comparison["cells"]]
+    if cells:
+        parts.append("<details><summary>per cell</summary>"
+                     + _table(["suite", "cell", "baseline", "this run", "delta", "verdict"], cells)
+                     + "</details>")
+    return "".join(parts)
+
+
+def _answer_rows(suite: str, summary: dict) -> tuple[list[str], list[list[str]]]:
+    if suite == "longbench-chat":
+        rows = [[str(a["idx"]), html.escape(a["language"]), html.escape(a["query"][:120]),
+                 f"<code>{html.escape(a['answer'][:300])}</code>",
+                 html.escape(" / ".join("-" if r is None else f"{r:g}" for r in a["ratings"])),
+                 html.escape(", ".join(a["statuses"])), _fmt(a["score"], 2)] for a in summary["answers"]]
+        return ["idx", "lang", "question", "answer", "ratings", "judge", "score"], rows
+    rows = [[html.escape(a["task"]), str(a["length"]), str(a.get("depth", "")),
+             str(a["prompt_tokens"]), html.escape(str(a["expected"])),
+             f"<code>{html.escape(a['answer'])}</code>", f"{a['score']:.2f}"]
+            for a in summary["answers"]]
+    return ["task", "length", "depth", "tokens", "expected", "answer", "score"], rows
+
+
+def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | None,
+               comparison: dict | None = None) -> None:
     """A single self-contained HTML file (inline CSS, heatmap as a data URI)."""
     results = dict(_ordered(results))
     labels = list(results)
@@ -100,12 +173,24 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
     suites = sorted({s for r in results.values() for s in r["suites"]})
     rows = []
     for suite in suites:
-        values = [results[l]["suites"].get(suite, {}).get("accuracy") for l in labels]
-        row = [html.escape(suite)] + [f"{v:.3f}" if v is not None else "" for v in values]
+        values = [headline(results[l]["suites"][suite]) if suite in results[l]["suites"] else None
+                  for l in labels]
+        unit = "score 1-10" if suite == "longbench-chat" else "accuracy"
+        row = [f"{html.escape(suite)} ({unit})"] + [_fmt(v) for v in values]
         if both:
             row.append(_delta(values[0] - values[1]) if None not in values else "")
         rows.append(row)
     parts.append("<h2>Summary</h2>" + _table(["suite", *labels, *(["delta"] if both else [])], rows))
+    warnings = [f"{html.escape(label)} / {html.escape(suite)}: {n} {what}"
+                for label, r in results.items() for suite, summary in sorted(r["suites"].items())
+                for n, what in ((summary.get("empty_answers", 0), "empty answer(s)"),
+                                (summary.get("truncated", 0), "middle-truncated prompt(s)"),
+                                (summary.get("unscored", 0), "question(s) without a valid judge rating"))
+                if n]
+    if warnings:
+        parts.append("<p><b>Check:</b> " + "; ".join(warnings) + ".</p>")
+    if comparison:
+        parts.append(_baseline_html(comparison))
     if "needle" in suites:
         parts.append("<h2>Needle in a haystack</h2>")
         if png:
@@ -120,30 +205,30 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
                      "context. Variable tracking scores the Jaccard overlap of the named variables.</p>")
         header = ["task", "length", *[l for l in labels if "recall" in results[l]["suites"]]]
         parts.append(_table(header + (["delta"] if both else []), _compare_rows(results, "recall", "cells")))
+    if "longbench-chat" in suites:
+        parts.append(_longbench_html(results, stats))
     for label, result in results.items():
         for suite, summary in sorted(result["suites"].items()):
-            rows = [[html.escape(a["task"]), str(a["length"]), str(a.get("depth", "")),
-                     str(a["prompt_tokens"]), html.escape(str(a["expected"])),
-                     f"<code>{html.escape(a['answer'])}</code>", f"{a['score']:.2f}"]
-                    for a in summary["answers"]]
+            header, rows = _answer_rows(suite, summary)
             parts.append(f"<details><summary>{html.escape(label)} / {html.escape(suite)}: answers</summary>"
-                         + _table(["task", "length", "depth", "tokens", "expected", "answer", "score"], rows)
-                         + "</details>")
+                         + _table(header, rows) + "</details>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, float]) -> None:
-    """A short Markdown summary (suite accuracies, and deltas when the base was scored)."""
+def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, float],
+                   comparison: dict | None = None) -> None:
+    """A short Markdown summary (suite headlines, deltas against the base and the baseline)."""
     results = dict(_ordered(results))
     labels = list(results)
     suites = sorted({s for r in results.values() for s in r["suites"]})
     rows = []
     for suite in suites:
-        values = [results[l]["suites"].get(suite, {}).get("accuracy") for l in labels]
+        values = [headline(results[l]["suites"][suite]) if suite in results[l]["suites"] else None
+                  for l in labels]
         row = [suite] + [f"{v:.3f}" if v is not None else "-" for v in values]
         if len(labels) == 2:
-            delta = metrics.get(f"{suite}_delta")
+            delta = metrics.get(f"{suite.replace('-', '_')}_delta")
             row.append(f"{delta:+.3f}" if delta is not None else "-")
         rows.append(tuple(row))
     header = ("suite", *labels, *(["delta"] if len(labels) == 2 else []))
@@ -153,5 +238,19 @@ def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, floa
     text = f"# Long-context scores\n\n{specs}\n\n" + markdown_table(rows, header)
     if recall:
         text += "\nRecall per task:\n\n" + markdown_table(recall, ("model", "task", "accuracy"))
+    for label, r in results.items():
+        lbc = r["suites"].get("longbench-chat")
+        if lbc:
+            text += (f"\nLongBench-Chat ({label}): score {_fmt(lbc['score'], 2) or '-'} over {lbc['scored']}/"
+                     f"{lbc['questions']} questions; runs " + " / ".join(_fmt(x["mean"], 2) or "-" for x in lbc["runs"])
+                     + f"; reference sum {_fmt(lbc['reference_sum'], 1) or '-'}; "
+                     f"empty answers {lbc['empty_answers']}.\n")
+    if comparison:
+        table = [(x["suite"], f"{x['baseline']:.3f}", f"{x['current']:.3f}", f"{x['delta']:+.3f}", x["verdict"])
+                 for x in comparison["suites"]]
+        text += ("\nAgainst the baseline:\n\n"
+                 + markdown_table(table, ("suite", "baseline", "this run", "delta", "verdict")))
+        if comparison["config_changes"]:
+            text += "\nNot like-for-like: " + "; ".join(comparison["config_changes"]) + "\n"
     text += "\nSee report.html for the needle heatmap and every answer.\n"
     path.write_text(text, encoding="utf-8")

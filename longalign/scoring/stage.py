@@ -12,11 +12,16 @@ from longalign.errors import UserError
 from longalign.io import atomic_dir, require_dir, write_json
 from longalign.models import load_model, load_tokenizer, resolve_model
 from longalign.scoring.answerer import Answerer, TransformersAnswerer
+from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
+from longalign.scoring.endpoint import Endpoint, api_key
 from longalign.scoring.evaluate import evaluate, metrics
 from longalign.scoring.haystack import Haystack, HaystackSource, load_source
+from longalign.scoring.longbench import SUITE as LBC, judge_endpoint, run_suite
+from longalign.scoring.longbench_data import Benchmark, load_benchmark
 from longalign.scoring.needle import needle_cases
 from longalign.scoring.recall import recall_cases
+from longalign.scoring.remote import OpenAIAnswerer
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
 
 log = logging.getLogger("longalign")
@@ -49,63 +54,108 @@ def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource) -> lis
     return cases
 
 
+def offline_suites(config: ScoringConfig) -> list[str]:
+    return [s for s in config.suites if s != LBC]
+
+
 def score_answerer(config: ScoringConfig, spec: str, tokenizer, answerer: Answerer,
-                   source: HaystackSource) -> dict:
-    """Build the cases for ``tokenizer``, answer them with ``answerer`` and summarise (one model)."""
+                   source: HaystackSource | None, *, bench: Benchmark | None = None,
+                   judge: Endpoint | None = None) -> dict:
+    """Score one model through ``answerer``: the offline suites (cases built for ``tokenizer`` from
+    ``source``) and, given ``bench`` and ``judge``, LongBench-Chat."""
     start = time.monotonic()
-    cases = build_cases(config, tokenizer, source)
-    suites = evaluate(cases, answerer)
+    suites: dict[str, dict] = {}
+    if offline_suites(config):
+        suites.update(evaluate(build_cases(config, tokenizer, source), answerer))
+    if LBC in config.suites and bench is not None and judge is not None:
+        suites[LBC] = run_suite(bench, answerer, judge, config.longbench_chat, config.seed)
     seconds = time.monotonic() - start
     for suite, summary in suites.items():
-        log.info("%s %s accuracy %.3f (%d cases)", spec, suite, summary["accuracy"], summary["cases"])
-    return {"spec": spec, "suites": suites, "seconds": round(seconds, 2),
-            "truncated_prompts": sum(s["truncated"] for s in suites.values())}
+        if "accuracy" in summary:
+            log.info("%s %s accuracy %.3f (%d cases)", spec, suite, summary["accuracy"], summary["cases"])
+    result = {"spec": spec, "suites": suites, "seconds": round(seconds, 2),
+              "truncated_prompts": sum(s.get("truncated", 0) for s in suites.values())}
+    usage = getattr(getattr(answerer, "endpoint", None), "usage", None)
+    if usage is not None:
+        result["answer_usage"] = usage.as_dict()
+    return result
 
 
-def _score_local(config: ScoringConfig, spec: str, source: HaystackSource) -> dict:
+def _model_context(spec: str) -> int | None:
+    """``max_position_embeddings`` of a local or hub checkpoint's config, if it can be read."""
+    try:
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(resolve_model(spec)), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        return None
+
+
+def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answerer:
+    endpoint = config.endpoint if label == "model" else config.base_endpoint
+    context = config.longbench_chat.context
+    if endpoint is not None:
+        log.info("answering with %s at %s", endpoint.model, endpoint.base_url)
+        return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens,
+                              context=context or _model_context(spec),
+                              what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
+    return TransformersAnswerer(load_model(spec), tokenizer, config.max_new_tokens, context=context)
+
+
+def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,
+               bench: Benchmark | None, judge: Endpoint | None) -> dict:
     import torch
 
     torch.manual_seed(config.seed)
     start = time.monotonic()
     tokenizer = load_tokenizer(spec)
-    model = load_model(spec)
-    answerer = TransformersAnswerer(model, tokenizer, config.max_new_tokens)
-    result = score_answerer(config, spec, tokenizer, answerer, source)
+    answerer = _answerer(config, label, spec, tokenizer)
+    result = score_answerer(config, spec, tokenizer, answerer, source, bench=bench, judge=judge)
     result["seconds"] = round(time.monotonic() - start, 2)
     return result
 
 
 def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], haystack: dict,
-                  seconds: float) -> dict:
-    """Write scores.json, stats.json, needle.png, report.html and report.md into ``out``; return stats."""
+                  seconds: float, *, comparison: dict | None = None, extra: dict | None = None) -> dict:
+    """Write scores.json, stats.json, needle.png (with needle results), report.html and report.md
+    into ``out``; return the stats. ``comparison`` is a baseline comparison (baseline.compare);
+    ``extra`` more facts for stats and scores (LongBench-Chat data and judge usage)."""
     flat = metrics(results)
+    if comparison:
+        flat.update(baseline_metrics(comparison))
     stats = {
         "metrics": flat,
         "models": {label: {"spec": r["spec"], "seconds": r["seconds"],
                            "truncated_prompts": r["truncated_prompts"],
-                           "cases": {s: v["cases"] for s, v in r["suites"].items()}}
+                           "cases": {s: v["cases"] for s, v in r["suites"].items()},
+                           **({"answer_usage": r["answer_usage"]} if "answer_usage" in r else {})}
                    for label, r in results.items()},
         "haystack": haystack,
         "recall_lengths": recall_lengths(list(config.lengths)) if "recall" in config.suites else [],
         "seconds": round(seconds, 2),
+        **(extra or {}),
     }
-    write_json(out / "scores.json", {"config": config.model_dump(), "models": results, "haystack": haystack})
+    if comparison:
+        stats["baseline"] = {k: comparison[k] for k in ("path", "spec", "suites", "config_changes")}
+    write_json(out / "scores.json", {"config": config.model_dump(), "models": results, "haystack": haystack,
+                                     "baseline": comparison, **(extra or {})})
     write_json(out / "stats.json", stats)
     png = heatmap_png(results)
     if png:
         (out / "needle.png").write_bytes(png)
-    write_html(out / "report.html", results, stats, png)
-    write_markdown(out / "report.md", results, flat)
+    write_html(out / "report.html", results, stats, png, comparison)
+    write_markdown(out / "report.md", results, flat, comparison)
     return stats
 
 
 def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.PathLike, *,
           base_model: str | None = None, corpus: str | os.PathLike | None = None,
-          overwrite: bool = False) -> dict:
+          baseline: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Score ``model`` (and ``base_model`` when ``config.compare_base``) and write the output directory.
 
     ``model`` is a model spec or a fine-tuned checkpoint directory; ``corpus`` an optional sourcing
-    output whose texts become the haystack (default: Python standard-library sources). Writes
+    output whose texts become the haystack (default: Python standard-library sources); ``baseline``
+    (default ``config.baseline``) a previous scores.json or scoring output to compare with. Writes
     scores.json, stats.json, needle.png, report.html and report.md; returns the stats.
     """
     start = time.monotonic()
@@ -117,14 +167,26 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
         require_dir(model, "model directory")
     for spec in specs.values():  # a missing directory or unknown spec fails before any work
         resolve_model(spec)
-    source = load_source(corpus, max(lengths))
+    for what, endpoint in (("scoring.endpoint", config.endpoint), ("scoring.base_endpoint", config.base_endpoint)):
+        if endpoint is not None:
+            api_key(endpoint, what)  # a missing key fails before any work
+    baseline = baseline or config.baseline
+    previous = load_baseline(baseline) if baseline else None
+    bench = load_benchmark(config.longbench_chat) if LBC in config.suites else None
+    judge = judge_endpoint(config.longbench_chat) if bench else None
+    source = load_source(corpus, max(lengths)) if offline_suites(config) else None
     with atomic_dir(output, overwrite=overwrite) as tmp:
         results: dict[str, dict] = {}
         for label, spec in specs.items():
-            if label == "base" and spec == specs["model"]:
+            if label == "base" and spec == specs["model"] and config.base_endpoint is None:
                 results[label] = results["model"]
                 continue
             log.info("scoring %s (%s)", label, spec)
-            results[label] = _score_local(config, spec, source)
-        stats = write_outputs(tmp, config, results, source.info, time.monotonic() - start)
+            results[label] = _score_one(config, label, spec, source, bench, judge)
+        extra = {}
+        if bench:
+            extra = {"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict()}
+        comparison = compare(results["model"], config.model_dump(), previous) if previous else None
+        stats = write_outputs(tmp, config, results, source.info if source else {},
+                              time.monotonic() - start, comparison=comparison, extra=extra)
     return stats

@@ -98,3 +98,17 @@ def test_prefix_cache_matches_generate_on_smollm2():
     plain = TransformersAnswerer(model, tokenizer, 12, prefix_cache=False, batch_tokens=1)
     assert cached.answer(prompts) == plain.answer(prompts)
     assert cached.reused_tokens > 0.3 * sum(cached.prompt_tokens)
+
+
+def test_sampled_answers_are_seeded(tiny):
+    """LongBench-Chat samples its answers: the same seed gives the same answers, the budget is kept."""
+    model, tokenizer = tiny
+    prompts = _prompts(3)
+    greedy = TransformersAnswerer(model, tokenizer, 6)
+    sampled = greedy.with_generation(12, 1.0, seed=5)
+    assert (sampled.max_new_tokens, sampled.temperature, greedy.temperature) == (12, 1.0, 0.0)
+    first = sampled.answer(prompts)
+    assert sampled.answer(prompts) == first
+    other = greedy.with_generation(12, 1.0, seed=6).answer(prompts)
+    assert other != first  # a random tiny model's samples differ between seeds
+    assert first != greedy.with_budget(12).answer(prompts)  # and differ from greedy decoding
