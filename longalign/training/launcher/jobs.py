@@ -1,0 +1,254 @@
+"""Submitting a job, watching it to a terminal condition, and cleaning up.
+
+Talks to the API server through the ``kubernetes`` client's CustomObjectsApi (create, get,
+delete TrainJob/PyTorchJob objects) and CoreV1Api (find pods by label, read their logs).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from longalign.training.launcher.config import LauncherConfig
+from longalign.training.launcher.logs import LogFollower, Sink, _short
+from longalign.training.launcher.manifests import KINDS, RUN_ID_ANNOTATION, main_pod_selector
+
+
+class JobFailed(RuntimeError):
+    """The training job reached its Failed condition."""
+
+
+class JobTimeout(TimeoutError):
+    """The training job did not finish within the launcher's timeout."""
+
+
+class KubeApiError(RuntimeError):
+    """An API call failed; ``status`` is the HTTP status (None when the server was not reached)."""
+
+    def __init__(self, message: str, status: int | None):
+        super().__init__(message)
+        self.status = status
+
+
+# Errors that retrying cannot fix; anything else (5xx, 429, connection resets) is retried
+# while waiting, up to MAX_API_ERRORS in a row, so a blip of the API server during a
+# days-long training does not fail the task.
+PERMANENT = (400, 401, 403, 404, 422)
+MAX_API_ERRORS = 10
+
+
+class LaunchCancelled(BaseException):
+    """The launcher was asked to stop (SIGTERM) while the job ran.
+
+    A BaseException, like KeyboardInterrupt: raised from the signal handler in the middle of an
+    API call, it must pass through every ``except Exception`` (ours, urllib3's, the client's).
+    """
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # pending, running, suspended, succeeded, failed
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+
+# The condition types that end a job: TrainJob (metav1.Condition) uses Complete/Failed,
+# PyTorchJob (JobCondition) uses Succeeded/Failed; both mark them with status "True".
+_DONE = {"trainjob": "Complete", "pytorchjob": "Succeeded"}
+
+
+def job_status(kind: str, obj: dict[str, Any]) -> JobStatus:
+    """The state of a TrainJob or PyTorchJob object from its status conditions."""
+    conditions = [c for c in (obj.get("status") or {}).get("conditions") or []
+                  if str(c.get("status")) == "True"]
+    by_type = {c.get("type"): c for c in conditions}
+    for ctype, state in (("Failed", "failed"), (_DONE[kind], "succeeded")):
+        if ctype in by_type:
+            c = by_type[ctype]
+            return JobStatus(state, c.get("reason") or "", c.get("message") or "")
+    if "Suspended" in by_type:
+        c = by_type["Suspended"]
+        return JobStatus("suspended", c.get("reason") or "", c.get("message") or "")
+    if kind == "pytorchjob" and ("Running" in by_type or "Restarting" in by_type):
+        return JobStatus("running")
+    return JobStatus("pending" if not conditions else "running")
+
+
+class KubeJobs:
+    """One kind of training job in one namespace."""
+
+    def __init__(self, config: LauncherConfig, api_client: Any, namespace: str,
+                 sink: Sink = print):
+        from kubernetes import client
+
+        self.config, self.namespace, self.sink = config, namespace, sink
+        self.kind = KINDS[config.kind]
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def _where(self) -> tuple[str, str, str, str]:
+        return self.kind.group, self.kind.version, self.namespace, self.kind.plural
+
+    def _explain(self, exc: Any, verb: str, name: str = "") -> KubeApiError:
+        what = f"{self.kind.kind} {self.namespace}/{name}" if name else f"{self.kind.plural}"
+        status = getattr(exc, "status", None)
+        if status == 403:
+            hint = (f"the launcher's service account may not {verb} {self.kind.plural}."
+                    f"{self.kind.group} in namespace {self.namespace} (see docs/launcher.md, RBAC)")
+        elif status == 404 and verb == "create":
+            hint = (f"the {self.kind.kind} CRD ({self.kind.api_version}) is not installed; "
+                    "install it or choose the other launcher kind")
+        else:
+            hint = _short(exc)
+        return KubeApiError(f"cannot {verb} {what}: {hint}", status)
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            return self.custom.get_namespaced_custom_object(*self._where(), name,
+                                                            _request_timeout=30)
+        except Exception as exc:
+            raise self._explain(exc, "get", name) from None
+
+    def status(self, name: str) -> JobStatus:
+        return job_status(self.config.kind, self.get(name))
+
+    def delete(self, name: str, *, wait_gone: float = 0.0) -> None:
+        """Delete the job and its pods; with ``wait_gone`` wait until the object is gone."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        policy = "Foreground" if wait_gone else "Background"
+        try:
+            self.custom.delete_namespaced_custom_object(
+                *self._where(), name, body=client.V1DeleteOptions(propagation_policy=policy),
+                _request_timeout=30)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise self._explain(exc, "delete", name) from None
+        deadline = time.monotonic() + wait_gone
+        while time.monotonic() < deadline:
+            try:
+                self.custom.get_namespaced_custom_object(*self._where(), name,
+                                                         _request_timeout=30)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise self._explain(exc, "get", name) from None
+            time.sleep(min(self.config.poll_seconds, 2.0))
+        if wait_gone:
+            raise RuntimeError(f"{self.kind.kind} {self.namespace}/{name} was not deleted "
+                               f"within {wait_gone:.0f} s")
+
+    def create(self, manifest: dict[str, Any]) -> str:
+        """Create the job; if a job of that name exists (a restarted or retried launcher of
+        the same run), adopt it unless it failed, in which case it is replaced."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest["metadata"]["name"]
+        try:
+            self.custom.create_namespaced_custom_object(*self._where(), manifest,
+                                                        _request_timeout=30)
+            self.sink(f"[launcher] created {self.kind.kind} {self.namespace}/{name}")
+            return "created"
+        except ApiException as exc:
+            if exc.status != 409:
+                raise self._explain(exc, "create", name) from None
+        existing = self.get(name)
+        theirs = (existing.get("metadata", {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
+        ours = manifest["metadata"]["annotations"][RUN_ID_ANNOTATION]
+        if theirs != ours:
+            raise RuntimeError(f"{self.kind.kind} {self.namespace}/{name} exists and belongs "
+                               f"to another run ({theirs!r}); not touching it")
+        if job_status(self.config.kind, existing).state != "failed":
+            self.sink(f"[launcher] adopting existing {self.kind.kind} {self.namespace}/{name}")
+            return "adopted"
+        self.sink(f"[launcher] replacing failed {self.kind.kind} {self.namespace}/{name}")
+        self.delete(name, wait_gone=300.0)
+        try:
+            self.custom.create_namespaced_custom_object(*self._where(), manifest,
+                                                        _request_timeout=30)
+        except ApiException as exc:
+            raise self._explain(exc, "create", name) from None
+        return "replaced"
+
+    def wait(self, name: str, *, clock: Callable[[], float] = time.monotonic) -> JobStatus:
+        """Poll until the job succeeds (returned), fails (JobFailed) or times out (JobTimeout),
+        streaming the rank-0 pod's log meanwhile."""
+        selector, container = main_pod_selector(self.config, name)
+        follower = (LogFollower(self.core, self.namespace, selector, container, self.sink)
+                    if self.config.stream_logs else None)
+        deadline = clock() + self.config.timeout_seconds
+        last = None
+        errors = 0
+        while True:
+            try:
+                status = self.status(name)
+                errors = 0
+            except KubeApiError as exc:
+                errors += 1
+                if exc.status in PERMANENT or errors >= MAX_API_ERRORS:
+                    if exc.status == 404:
+                        raise KubeApiError(f"{self.kind.kind} {self.namespace}/{name} "
+                                           "disappeared (deleted outside the launcher?)",
+                                           404) from None
+                    raise
+                self.sink(f"[launcher] {exc} (retrying, {errors}/{MAX_API_ERRORS})")
+                if clock() >= deadline:
+                    raise JobTimeout(f"{self.kind.kind} {self.namespace}/{name} did not "
+                                     f"finish within {self.config.timeout_seconds} s") from None
+                time.sleep(self.config.poll_seconds)
+                continue
+            if status != last:
+                self.sink(f"[launcher] {self.kind.kind} {name}: {status.state}"
+                          + (f" ({status.reason})" if status.reason else ""))
+                last = status
+            if follower is not None and status.terminal:
+                follower.finish()
+            elif follower is not None:
+                follower.poll()
+            if status.state == "succeeded":
+                return status
+            if status.state == "failed":
+                raise JobFailed(f"{self.kind.kind} {self.namespace}/{name} failed: "
+                                f"{status.reason or 'no reason given'}"
+                                + (f": {status.message}" if status.message else ""))
+            if clock() >= deadline:
+                raise JobTimeout(f"{self.kind.kind} {self.namespace}/{name} did not finish "
+                                 f"within {self.config.timeout_seconds} s (last state: "
+                                 f"{status.state})")
+            time.sleep(self.config.poll_seconds)
+
+    def run(self, manifest: dict[str, Any]) -> JobStatus:
+        """Create (or adopt), wait, and clean up: on SIGTERM or timeout the job is deleted when
+        ``delete_on_cancel`` is set, on failure when ``delete_on_failure`` is set."""
+        name = manifest["metadata"]["name"]
+        installed = threading.current_thread() is threading.main_thread()
+        if installed:
+            def _cancel(signum: int, frame: Any) -> None:
+                raise LaunchCancelled(f"launcher received signal {signum}")
+
+            previous = signal.signal(signal.SIGTERM, _cancel)
+        try:
+            self.create(manifest)
+            return self.wait(name)
+        except (LaunchCancelled, KeyboardInterrupt, JobTimeout):
+            if installed:  # a second SIGTERM must not interrupt the cleanup
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if self.config.delete_on_cancel:
+                self.sink(f"[launcher] deleting {self.kind.kind} {self.namespace}/{name}")
+                self.delete(name)
+            raise
+        except JobFailed:
+            if self.config.delete_on_failure:
+                self.delete(name)
+            raise
+        finally:
+            if installed:
+                signal.signal(signal.SIGTERM, previous)
