@@ -1,9 +1,11 @@
 """The training stage: fine-tune a causal LM on packed rows with LongAlign's loss weighting.
 
 Modules: ``attention`` (per-sample SDPA for packed rows and input guards), ``loss`` (token-mean
-and LongAlign-weighted loss, exact across accumulation and ranks), ``data`` (memory-mapped
-packed rows), ``schedule`` (which micro-batches each rank runs per step), ``loop`` (the
-optimisation loop), ``report`` (stats, summary, plot) and ``stage`` (:func:`train`).
+and LongAlign-weighted loss, exact across accumulation and ranks), ``head`` (chunked or Liger
+LM head + loss), ``data`` (memory-mapped packed rows), ``schedule`` (which micro-batches each
+rank runs per step), ``distributed`` (DDP / DeepSpeed / FSDP2 accelerator), ``loop`` (the
+optimisation loop), ``checkpoint`` (checkpoints, SIGTERM, resume), ``metrics`` (FLOPs, MFU,
+memory, TensorBoard), ``report`` (stats, summary, plot) and ``stage`` (:func:`train`).
 """
 
 from longalign.training.loss import packed_loss

@@ -136,8 +136,16 @@ def register() -> str:
 
 
 def flash_attn_available() -> bool:
-    """True when flash-attention 2 can run: a CUDA device and an importable ``flash_attn``."""
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    """True when flash-attention 2 can run: a CUDA device and a ``flash_attn`` that imports
+    (a build for another CUDA or torch is installed but fails to import: then our SDPA runs)."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None:
+        return False
+    try:
+        importlib.import_module("flash_attn")
+    except Exception as exc:  # noqa: BLE001 (a broken binary raises all sorts of errors)
+        log.warning("flash_attn is installed but does not import (%s); using %s", exc, ATTN_NAME)
+        return False
+    return True
 
 
 def select_attention() -> str:

@@ -9,10 +9,12 @@ micro-batch loss already carries the step's totals (loss.py explains why this is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -21,6 +23,8 @@ from longalign.config import TrainingConfig
 from longalign.progress import track
 from longalign.training.attention import ATTN_NAME
 from longalign.training.data import Batch, PackedData
+from longalign.training.distributed import is_deepspeed
+from longalign.training.head import find_loss_head
 from longalign.training.loss import loss_targets, per_sequence_loss, weighted_cross_entropy
 from longalign.training.schedule import StepPlan
 
@@ -38,6 +42,8 @@ class StepResult:
     tokens: int  # real (non-padding) tokens of the step, filler micro-batches excluded
     seconds: float
     samples: list[tuple[int, float]] = field(default_factory=list)  # this rank: (length, loss)
+    flops: float = 0.0  # training FLOPs of the step, all ranks (metrics.FlopCounter)
+    cpu_seconds: float = 0.0  # this process's CPU time for the step (steadier on a busy host)
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -67,7 +73,9 @@ def micro_batch_loss(model: torch.nn.Module, batch: Batch, *, mode: str, num_seq
     """Forward one micro-batch and return its weighted loss and each sequence's mean loss.
 
     Only the positions that carry a target go through the LM head (``logits_to_keep`` with a
-    boolean mask), which skips most of the vocabulary projection for long prompts.
+    boolean mask), which skips most of the vocabulary projection for long prompts. When a
+    :class:`~longalign.training.head.LossHead` is installed it computes the loss itself, in
+    chunks (or with Liger), so no (positions x vocabulary) logits tensor is ever whole.
     """
     device = next(model.parameters()).device
     t = loss_targets(batch.labels.to(device), batch.position_ids.to(device), mode=mode,
@@ -77,31 +85,46 @@ def micro_batch_loss(model: torch.nn.Module, batch: Batch, *, mode: str, num_seq
         kwargs["longalign_seq_lens"] = batch.seq_lens
     inputs = {"input_ids": batch.input_ids.to(device),
               "position_ids": batch.position_ids.to(device)}
-    if _accepts_logits_to_keep(model):
+    head = find_loss_head(model)
+    if head is not None and _accepts_logits_to_keep(model):
+        head.arm(t.targets, t.weights)
+        loss = model(**inputs, logits_to_keep=t.keep, use_cache=False, **kwargs).logits
+        ce = head.last_ce
+    elif _accepts_logits_to_keep(model):
         logits = model(**inputs, logits_to_keep=t.keep, use_cache=False, **kwargs).logits
+        loss, ce = weighted_cross_entropy(logits, t.targets, t.weights)
     else:
         logits = model(**inputs, use_cache=False, **kwargs).logits[t.keep]
-    loss, ce = weighted_cross_entropy(logits, t.targets, t.weights)
+        loss, ce = weighted_cross_entropy(logits, t.targets, t.weights)
     return loss, per_sequence_loss(ce, t)
+
+
+def _sync_context(accelerator: Any, model: Any, last: bool) -> Any:
+    """Gradients are synchronised on a step's last micro-batch only."""
+    if is_deepspeed(accelerator):  # accelerate passes this to DeepSpeed as the step boundary
+        accelerator.gradient_state._set_sync_gradients(last)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if last else accelerator.no_sync(model)
 
 
 def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              data: PackedData, plan: StepPlan, accelerator: Any, config: TrainingConfig,
-             attn_implementation: str | None, vocab_size: int | None = None) -> StepResult:
+             attn_implementation: str | None, vocab_size: int | None = None,
+             flop_counter: Any = None) -> StepResult:
     """Run one optimizer step of ``plan`` on this rank (accumulate, sync once, update)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     world, rank = accelerator.num_processes, accelerator.process_index
     slots = plan.slots[rank]
     lr = scheduler.get_last_lr()[0]
     local_loss = torch.zeros((), dtype=torch.float64)
     tokens = 0
     samples: list[tuple[int, float]] = []
+    step_lengths: list[int] = []
     for i, slot in enumerate(slots):
         mb = data.batches[slot.batch]
         batch = data.load(mb, vocab_size)
         last = i == len(slots) - 1
-        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-        with sync:
+        with _sync_context(accelerator, model, last):
             loss, seq_losses = micro_batch_loss(
                 model, batch, mode=config.loss, num_sequences=plan.num_sequences,
                 num_tokens=plan.num_tokens, attn_implementation=attn_implementation)
@@ -112,37 +135,112 @@ def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
             tokens += mb.tokens
             lengths = [n for row in mb.seq_lens for n in row]
             samples += [(n, v) for n, v in zip(lengths, seq_losses) if v is not None]
+            step_lengths += lengths
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    totals = torch.tensor([float(local_loss), float(tokens)], dtype=torch.float64)
+    flops = flop_counter.step_flops(step_lengths) if flop_counter is not None else 0.0
+    totals = torch.tensor([float(local_loss), float(tokens), flops], dtype=torch.float64)
     if world > 1:
         totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum").cpu()
     return StepResult(plan.step, plan.epoch, float(totals[0]), lr, int(totals[1]),
-                      time.perf_counter() - start, samples)
+                      time.perf_counter() - start, samples, float(totals[2]),
+                      time.process_time() - cpu_start)
+
+
+def _step_scalars(result: StepResult, samples: list[tuple[int, float]], world: int,
+                  peak_tflops: float | None) -> dict[str, float | None]:
+    from longalign.training.metrics import peak_memory_gb
+    from longalign.training.report import loss_by_length
+
+    seconds = max(result.seconds, 1e-9)
+    tflops = result.flops / seconds / world / 1e12  # per device
+    scalars: dict[str, float | None] = {
+        "loss/overall": result.loss, "lr": result.lr,
+        "throughput/real_tokens_per_second": result.tokens / seconds,
+        "throughput/tflops_per_device": tflops,
+        "throughput/mfu": tflops / peak_tflops if peak_tflops else None,
+        "memory/peak_gb": peak_memory_gb(),
+    }
+    for bucket, v in loss_by_length(samples).items():
+        scalars[f"loss/length_{bucket}"] = v["mean_loss"]
+    return scalars
+
+
+def _result_from_json(r: dict[str, Any]) -> StepResult:
+    return StepResult(**{**r, "samples": [tuple(s) for s in r["samples"]]})
 
 
 def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan],
                  accelerator: Any, config: TrainingConfig, attn_implementation: str | None,
-                 on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
-    """Prepare model and optimizer with ``accelerator`` and run every planned step."""
+                 *, checkpoints: Path | None = None, tensorboard: Any = None,
+                 run_key: dict[str, Any] | None = None,
+                 on_step: Callable[[StepResult], None] | None = None
+                 ) -> tuple[list[StepResult], Any]:
+    """Prepare model and optimizer with ``accelerator``, run every planned step; returns the
+    results and the prepared model.
+
+    With ``checkpoints`` set: resume from its newest checkpoint when ``config.resume``, write one
+    every ``config.checkpoint_every`` steps, and one at SIGTERM before raising
+    :class:`~longalign.training.checkpoint.Preempted`. ``run_key`` identifies the plan (world
+    size, accumulation, data); a checkpoint of another plan is refused.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
+    from longalign.training.checkpoint import (Preempted, StopFlag, list_checkpoints,
+                                               load_checkpoint, save_checkpoint)
+    from longalign.training.metrics import FlopCounter, device_peak_tflops
+
+    flop_counter = FlopCounter(accelerator.unwrap_model(model))
+    peak = device_peak_tflops(config.peak_tflops)
     optimizer = build_optimizer(model, config)
     warmup = round(config.warmup_ratio * len(plans))
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, len(plans))
-    # The scheduler is not prepared: accelerate would step it once per process.
+    # The scheduler is not prepared (accelerate would step it once per process) but registered,
+    # so that save_state/load_state include it.
+    accelerator.register_for_checkpointing(scheduler)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     vocab = getattr(getattr(accelerator.unwrap_model(model), "config", None), "vocab_size", None)
-    results = []
-    for plan in track(plans, "training steps"):
-        result = run_step(model, optimizer, scheduler, data, plan, accelerator, config,
-                          attn_implementation, vocab)
-        log.info("step %d/%d epoch %d loss %.4f lr %.2e %d tokens %.0f tokens/s",
-                 result.step + 1, len(plans), result.epoch, result.loss, result.lr,
-                 result.tokens, result.tokens / max(result.seconds, 1e-9))
-        results.append(result)
-        if on_step is not None:
-            on_step(result)
-    return results
+    world = accelerator.num_processes
+    run_key = run_key or {}
+    results: list[StepResult] = []
+    if checkpoints is not None and config.resume:
+        found = list_checkpoints(checkpoints)
+        if found:
+            progress = load_checkpoint(accelerator, found[-1], run_key)
+            results = [_result_from_json(r) for r in progress["results"]]
+        else:
+            log.info("no checkpoint in %s: starting from step 0", checkpoints)
+
+    def save(step: int) -> Path:
+        assert checkpoints is not None
+        progress = {"step": step, "run": run_key,
+                    "results": [dataclasses.asdict(r) for r in results]}
+        return save_checkpoint(accelerator, checkpoints, step, progress, config.checkpoints_kept)
+
+    with StopFlag() as stop:
+        for plan in track(plans[len(results):], "training steps"):
+            result = run_step(model, optimizer, scheduler, data, plan, accelerator, config,
+                              attn_implementation, vocab, flop_counter)
+            samples = result.samples
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                samples = gather_object(samples)
+            scalars = _step_scalars(result, samples, world, peak)
+            log.info("step %d/%d epoch %d loss %.4f lr %.2e %d tokens %.0f tokens/s",
+                     result.step + 1, len(plans), result.epoch, result.loss, result.lr,
+                     result.tokens, scalars["throughput/real_tokens_per_second"])
+            if tensorboard is not None:
+                tensorboard.log(result.step + 1, scalars)
+            results.append(result)
+            if on_step is not None:
+                on_step(result)
+            done = len(results)
+            if checkpoints is not None and stop.agreed(accelerator):
+                raise Preempted(save(done), done)
+            every = config.checkpoint_every
+            if checkpoints is not None and every and done % every == 0 and done < len(plans):
+                save(done)
+    return results, model

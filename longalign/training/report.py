@@ -8,6 +8,7 @@ from typing import Any
 
 from longalign.io import markdown_table, write_json
 from longalign.training.loop import StepResult
+from longalign.training.metrics import peak_memory_gb
 
 
 def length_bucket(n: int) -> str:
@@ -44,15 +45,30 @@ def build_stats(results: list[StepResult], samples: list[tuple[int, float]],
         "mean_loss": sum(losses) / len(losses) if losses else None,
         "tokens": tokens,
         "train_seconds": seconds,
+        "train_cpu_seconds": sum(r.cpu_seconds for r in results),
         "tokens_per_second": tps,
         "loss_by_length": loss_by_length(samples),
+    })
+    flops = sum(r.flops for r in results)
+    world = max(int(info.get("world_size") or 1), 1)
+    tflops = flops / seconds / world / 1e12 if seconds > 0 else 0.0
+    peak = info.get("peak_tflops")
+    stats.update({
+        "step_flops": [r.flops for r in results],
+        "tflops_per_device": tflops,
+        "mfu": tflops / peak if peak else None,
+        "peak_memory_gb": peak_memory_gb(),
     })
     metrics = {
         "final_loss": stats["final_loss"], "mean_loss": stats["mean_loss"],
         "first_loss": losses[0] if losses else None, "steps": len(results), "tokens": tokens,
         "tokens_per_second": tps, "train_seconds": seconds,
         "seconds_per_step": seconds / len(results) if results else None,
+        "tflops_per_device": tflops, "mfu": stats["mfu"],
+        "peak_memory_gb": stats["peak_memory_gb"],
     }
+    for bucket, v in stats["loss_by_length"].items():
+        metrics[f"loss_length_{bucket}"] = v["mean_loss"]
     stats["metrics"] = {k: v for k, v in metrics.items() if v is not None}
     return stats
 
@@ -71,7 +87,10 @@ def write_summary(path: Path, stats: dict[str, Any]) -> None:
             ("final loss", _fmt(stats["final_loss"])),
             ("mean loss", _fmt(stats["mean_loss"])),
             ("real tokens", stats["tokens"]),
-            ("tokens / s", f"{stats['tokens_per_second']:.1f}"),
+            ("tokens / s (real tokens)", f"{stats['tokens_per_second']:.1f}"),
+            ("TFLOP/s per device", f"{stats.get('tflops_per_device', 0.0):.3f}"),
+            ("MFU", "-" if stats.get("mfu") is None else f"{stats['mfu']:.1%}"),
+            ("peak memory GB", f"{stats.get('peak_memory_gb', 0.0):.2f}"),
             ("seconds", f"{stats['train_seconds']:.1f}"),
         ], ("", "value")),
     ]

@@ -4,8 +4,12 @@ The plan is a pure function of the data, the config and the world size, so every
 the same plan without talking to the others (and a resumed run can skip to any step).
 
 - Order per epoch: ``pack`` shuffles the batches with a generator seeded by (seed, epoch);
-  ``sort`` keeps the stored group order (the packer already shuffled the groups) but runs the
-  longest batch first, so an out-of-memory shows at step 1; ``naive`` keeps the stored order.
+  ``sort`` sorts the micro-batches by length, cuts them into groups of one optimizer step
+  (world_size x accumulation micro-batches; a smaller rest of the shortest batches is the
+  epoch's last step), shuffles the other groups with (seed, epoch) and runs
+  the group holding the longest batch first, so an out-of-memory shows at step 0 and every
+  rank gets its share of each group (similar lengths on all ranks in a step); ``naive`` keeps
+  the stored order.
 - One optimizer step takes ``world_size * accumulation`` consecutive micro-batches of that order;
   rank r takes every world_size-th of them starting at r (like ``DistributedSampler``). Steps do
   not cross epochs, so an epoch's last step may be smaller. When the micro-batches of a step do
@@ -43,16 +47,29 @@ class StepPlan:
     num_tokens: int  # target tokens in the whole step (all ranks)
 
 
-def epoch_order(batches: list[MicroBatch], strategy: str, seed: int, epoch: int) -> list[int]:
-    """The order in which an epoch visits the micro-batches (positions into ``batches``)."""
+def epoch_order(batches: list[MicroBatch], strategy: str, seed: int, epoch: int,
+                group: int = 1) -> list[int]:
+    """The order in which an epoch visits the micro-batches (positions into ``batches``);
+    ``group`` is the number of micro-batches of one optimizer step (world size x accumulation)."""
     order = list(range(len(batches)))
     if strategy == "pack":
         rng = np.random.default_rng([seed, epoch])
         return [int(i) for i in rng.permutation(len(batches))]
     if strategy == "sort" and order:
-        longest = max(order, key=lambda i: (_cost(batches[i]), batches[i].tokens, -i))
-        order.remove(longest)
-        order.insert(0, longest)
+        # LongAlign's sorted batching as a distributed sampler: micro-batches sorted by length,
+        # cut into groups of one optimizer step, the groups shuffled; each rank then takes its
+        # share of every group, so all ranks run similar lengths in a step.
+        # Groups are cut from the long end; a smaller leftover group (the shortest batches)
+        # stays last so that every other group is exactly one step.
+        ranked = sorted(order, key=lambda i: (-batches[i].width, -batches[i].tokens, i))
+        groups = [ranked[k:k + group] for k in range(0, len(ranked), group)]
+        tail = [groups.pop()] if len(groups[-1]) < group else []
+        rng = np.random.default_rng([seed, epoch])
+        groups = [groups[int(g)] for g in rng.permutation(len(groups))] + tail
+        longest = max(range(len(groups)),
+                      key=lambda g: max((_cost(batches[i]), batches[i].tokens) for i in groups[g]))
+        groups.insert(0, groups.pop(longest))  # out-of-memory shows at step 0
+        return [i for g in groups for i in g]
     return order
 
 
@@ -104,7 +121,7 @@ def plan_training(batches: list[MicroBatch], strategy: str, *, seed: int, epochs
     plans: list[StepPlan] = []
     epoch = 0
     while len(plans) < total and per_epoch:
-        order = epoch_order(batches, strategy, seed, epoch)
+        order = epoch_order(batches, strategy, seed, epoch, world_size * accumulation)
         plans += plan_epoch(batches, order, epoch=epoch, first_step=len(plans),
                             world_size=world_size, accumulation=accumulation)
         epoch += 1

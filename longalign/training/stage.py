@@ -16,8 +16,13 @@ from longalign.errors import UserError
 from longalign.io import atomic_dir
 from longalign.models import load_model, load_tokenizer
 from longalign.training.attention import prepare_for_packed_training, select_attention
+from longalign.training.checkpoint import checkpoint_root
 from longalign.training.data import PackedData
+from longalign.training.distributed import make_accelerator as _make_accelerator
+from longalign.training.distributed import zero_stage
+from longalign.training.head import install_loss_head, remove_loss_head
 from longalign.training.loop import run_training
+from longalign.training.metrics import TensorBoard, device_peak_tflops
 from longalign.training.report import build_stats, write_report
 from longalign.training.schedule import plan_training
 
@@ -29,31 +34,23 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise UserError(f"output {out} already exists and is not empty (use --overwrite)")
 
 
-def make_accelerator(seed: int) -> Any:
-    """An Accelerator (DDP when launched with several processes) and seeded RNGs."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    # Without cpu=True accelerate only detects a multi-process launch when a GPU is present;
-    # every torchrun rank would then silently train alone on all the data.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and accelerator.num_processes == 1:
-        raise RuntimeError(f"launched {launched} processes but accelerate sees only one")
-    set_seed(seed)
-    return accelerator
+def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
+    """An Accelerator for ``config.distributed`` (DDP when launched with several processes)."""
+    return _make_accelerator(seed, config)
 
 
-def load_training_model(model: str, gradient_checkpointing: bool = False
-                        ) -> tuple[Any, str, bool]:
+def load_training_model(model: str, gradient_checkpointing: bool = False,
+                        config: TrainingConfig | None = None) -> tuple[Any, str, bool]:
     """The model ready for packed training, the attention implementation it runs and its
     config's original ``use_cache`` (restored when saving)."""
+    config = config or TrainingConfig()
     attn = select_attention()
     net = load_model(model, attn_implementation=attn)
     use_cache = bool(getattr(net.config, "use_cache", True))
     prepare_for_packed_training(net)
     if gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    install_loss_head(net, config.cross_entropy, config.ce_chunk_size)
     return net, attn, use_cache
 
 
@@ -75,16 +72,22 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
           output: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """Fine-tune ``model`` on the packing stage's output ``packed`` and write it to ``output``.
 
-    ``output`` receives the model (safetensors) and tokenizer, ``stats.json``, ``summary.md`` and
-    ``loss.png``; only the main process writes it, atomically. Launch with ``accelerate launch`` or
-    ``torchrun`` for data parallelism: the loss stays exact for any number of processes and any
-    gradient accumulation. Returns the stats (also on non-main processes).
+    ``output`` receives the model (safetensors) and tokenizer, ``stats.json``, ``summary.md``,
+    ``loss.png`` and ``tensorboard/``; only the main process writes it, atomically. Launch with
+    ``torchrun`` (or ``accelerate launch``) for data parallelism: the loss stays exact for any
+    number of processes and any gradient accumulation. Checkpoints go to
+    ``config.checkpoint_dir`` (default ``<output>.checkpoints``) every ``checkpoint_every`` steps
+    and at SIGTERM, which then raises :class:`~longalign.training.checkpoint.Preempted`;
+    ``config.resume`` continues from the newest one. Returns the stats (on every process).
     """
     started = time.perf_counter()
     data = PackedData(packed)
     out = Path(output)
     _check_output(out, overwrite)
-    accelerator = make_accelerator(config.seed)
+    if config.cross_entropy == "liger" and config.distributed != "ddp":
+        raise UserError("cross_entropy=liger reads the whole LM head weight: use it with "
+                        "distributed=ddp (or ZeRO-2 through a DeepSpeed JSON), or use chunked")
+    accelerator = make_accelerator(config.seed, config)
     world = accelerator.num_processes
     plans = plan_training(data.batches, data.strategy, seed=config.seed, epochs=config.epochs,
                           max_steps=config.max_steps, world_size=world,
@@ -92,22 +95,37 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
     writer = (atomic_dir(out, overwrite=overwrite) if accelerator.is_main_process
               else contextlib.nullcontext(None))
     with writer as tmp:
-        net, attn, use_cache = load_training_model(model, config.gradient_checkpointing)
+        net, attn, use_cache = load_training_model(model, config.gradient_checkpointing, config)
         info = {
             "model": model, "strategy": data.strategy, "loss_mode": config.loss,
             "world_size": world, "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "distributed": config.distributed, "zero_stage": zero_stage(accelerator),
+            "cross_entropy": config.cross_entropy,
             "attn_implementation": attn, "micro_batches": len(data.batches), "rows": data.rows,
             "samples": data.samples, "samples_without_targets": data.samples_without_targets,
             "filler_micro_batches": sum(1 for p in plans for r in p.slots for s in r
                                         if not s.weight),
             "epochs": max(p.epoch for p in plans) + 1, "seed": config.seed,
             "learning_rate": config.learning_rate,
-            "parameters": sum(p.numel() for p in net.parameters()),
+            "parameters": sum(int(getattr(p, "ds_numel", 0) or p.numel())
+                              for p in net.parameters()),
             "warnings": _warnings(data, model, net),
+            "peak_tflops": device_peak_tflops(config.peak_tflops),
         }
+        run_key = {"world_size": world, "accumulation": config.gradient_accumulation_steps,
+                   "seed": config.seed, "steps": len(plans), "micro_batches": len(data.batches),
+                   "tokens": sum(mb.tokens for mb in data.batches), "loss": config.loss}
         log.info("training %s: %d steps over %d micro-batches on %d process(es), attention %s",
                  model, len(plans), len(data.batches), world, attn)
-        results = run_training(net, data, plans, accelerator, config, attn)
+        board = TensorBoard(_tensorboard_dir(config, tmp) if accelerator.is_main_process
+                            else None)
+        try:
+            results, prepared = run_training(
+                net, data, plans, accelerator, config, attn,
+                checkpoints=checkpoint_root(config.checkpoint_dir, out), tensorboard=board,
+                run_key=run_key)
+        finally:
+            board.close()
         samples = [s for r in results for s in r.samples]
         if world > 1:
             from accelerate.utils import gather_object
@@ -115,19 +133,31 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
             samples = gather_object(samples)
         stats = build_stats(results, samples, info)
         stats["seconds"] = time.perf_counter() - started
+        _save(accelerator, prepared, model, tmp, use_cache, config.gradient_checkpointing)
         if tmp is not None:
-            _save(accelerator.unwrap_model(net), model, tmp, use_cache,
-                  config.gradient_checkpointing)
             write_report(tmp, stats)
     accelerator.wait_for_everyone()
     return stats
 
 
-def _save(net: Any, model: str, tmp: Path, use_cache: bool, gradient_checkpointing: bool) -> None:
+def _tensorboard_dir(config: TrainingConfig, tmp: Path | None) -> Path | None:
+    if config.tensorboard_dir:
+        return Path(config.tensorboard_dir)
+    return tmp / "tensorboard" if tmp is not None else None
+
+
+def _save(accelerator: Any, prepared: Any, model: str, tmp: Path | None, use_cache: bool,
+          gradient_checkpointing: bool) -> None:
+    """Gather the full weights (all ranks; ZeRO-3/FSDP shard them) and save on the main one."""
+    net = accelerator.unwrap_model(prepared)
+    remove_loss_head(net)
+    state_dict = accelerator.get_state_dict(prepared)
+    if tmp is None:
+        return
     if gradient_checkpointing:
         net.gradient_checkpointing_disable()
     net.config.use_cache = use_cache
     net.config._attn_implementation = "sdpa"  # ours is not registered where the model is loaded
     with torch.no_grad():
-        net.save_pretrained(tmp, safe_serialization=True)
+        net.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     load_tokenizer(model).save_pretrained(tmp)

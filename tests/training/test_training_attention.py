@@ -132,4 +132,12 @@ def test_flash_attn_available_needs_cuda_and_the_package(monkeypatch):
     monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: None)
     assert attention.flash_attn_available() is False
     monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: object())
-    assert attention.flash_attn_available() is True
+    imported = []
+    monkeypatch.setattr(attention.importlib, "import_module", lambda name: imported.append(name))
+    assert attention.flash_attn_available() is True and imported == ["flash_attn"]
+
+    def broken(name):
+        raise OSError("undefined symbol: _ZN3c10...")
+
+    monkeypatch.setattr(attention.importlib, "import_module", broken)
+    assert attention.flash_attn_available() is False

@@ -23,10 +23,31 @@ def test_pack_order_is_a_seeded_shuffle_per_epoch():
     assert a0 != epoch_order(batches, "pack", 1, 0)
 
 
-def test_sort_puts_the_longest_batch_first_and_keeps_the_rest():
-    batches = _batches([5, 9, 30, 7, 12])
-    assert epoch_order(batches, "sort", 0, 0) == [2, 0, 1, 3, 4]
-    assert epoch_order(batches, "naive", 0, 0) == [0, 1, 2, 3, 4]
+def test_sort_puts_the_longest_batch_first_and_shuffles_the_rest():
+    batches = _batches([5, 9, 30, 7, 12, 3, 8, 20])
+    order = epoch_order(batches, "sort", 0, 0)
+    assert order[0] == 2 and sorted(order) == list(range(8))
+    assert order != epoch_order(batches, "sort", 1, 0)  # seeded shuffle of the groups
+    assert order == epoch_order(batches, "sort", 0, 0)
+    assert epoch_order(batches, "naive", 0, 0) == list(range(8))
+
+
+def test_sorted_batching_gives_every_rank_its_share_of_each_length_group():
+    widths = [50, 3, 41, 12, 30, 7, 22, 19, 60, 5, 33]
+    batches = _batches(widths)
+    for seed in range(3):
+        plans = plan_training(batches, "sort", seed=seed, epochs=2, max_steps=None,
+                              world_size=2, accumulation=2)
+        assert len(plans) == 2 * 3  # both epochs, 3 steps each, the same on every rank
+        ranked = sorted(range(len(widths)), key=lambda i: -widths[i])
+        groups = [set(ranked[k:k + 4]) for k in range(0, len(ranked), 4)]
+        for plan in plans:
+            real = {s.batch for r in plan.slots for s in r if s.weight}
+            assert real in groups  # one length group per step, split over both ranks
+            assert all(any(s.weight for s in r) for r in plan.slots)
+        assert {s.batch for r in plans[2].slots for s in r if s.weight} == groups[-1]
+        assert 8 in {s.batch for r in plans[0].slots for s in r}  # longest first, each epoch
+        assert 8 in {s.batch for r in plans[3].slots for s in r}
 
 
 def test_split_over_ranks_is_exhaustive_even_and_exact():
