@@ -14,7 +14,9 @@ from typing import Any
 from longalign import __version__
 
 # The image tag is the package version, so KFP's cache key changes whenever the code does.
+# IMAGE (docker/Dockerfile) runs the data stages; IMAGE_CUDA (docker/Dockerfile.cuda) runs training.
 IMAGE = f"ghcr.io/longalign/longalign:{__version__}"
+IMAGE_CUDA = f"ghcr.io/longalign/longalign-cuda:{__version__}"
 
 
 def publish(stats: dict[str, Any], metrics=None, markdown=None, markdown_file: str | Path | None = None,

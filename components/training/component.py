@@ -7,10 +7,10 @@ Trainer TrainJob) is a separate component with caching off.
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from longalign.components.common import IMAGE
+from longalign.components.common import IMAGE_CUDA
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE_CUDA, install_kfp_package=False)
 def training(
     config: dict,
     base_model: str,

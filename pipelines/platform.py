@@ -1,0 +1,97 @@
+"""Kubernetes settings of the pipeline's tasks (kfp-kubernetes), kept apart from the DAG itself.
+
+What a UI user changes per run is a pipeline parameter (volume and secret names, GPU type and count,
+GPU node selector and tolerations); what only a platform team changes is a constant here (timeouts,
+retries, caching, /dev/shm size). kfp.local ignores everything from kfp-kubernetes (and warns about
+accelerators), so the same DAG still runs on a laptop.
+
+The training settings are one function, ``gpu_pod``, so that when the in-pod training task is
+replaced by the Kubeflow Trainer launcher, the launcher task takes the GPU values as inputs (it
+builds the TrainJob from them) and gets ``launcher_pod`` instead: caching off, no GPU of its own.
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+# Where the shared ReadWriteMany volume (packed data, checkpoints, model caches) is mounted. The
+# images point HF_HOME and LONGALIGN_CACHE below it, so model downloads are shared across tasks
+# and runs instead of repeated in every pod.
+DATA_MOUNT = "/mnt/longalign"
+
+# Defaults of the per-run pipeline parameters (k8s/base creates objects with these names).
+PVC_NAME = "longalign-data"
+API_KEY_SECRET = "longalign-api-keys"
+GPU_TYPE = "nvidia.com/gpu"
+GPU_COUNT = 1
+
+# Secret keys -> environment variables, per stage. Each pod gets its own key under the variable the
+# stage's endpoint config reads by default (`api_key_env: OPENAI_API_KEY` in generation.api and the
+# scoring endpoints). Optional: a missing key leaves the variable unset, so runs with the local or
+# synthetic teacher need no secret at all.
+SECRET_ENV = {
+    "generation": {"teacher-api-key": "OPENAI_API_KEY"},
+    "scoring": {"judge-api-key": "OPENAI_API_KEY"},
+}
+
+# activeDeadlineSeconds per task pod.
+HOUR = 3600
+TIMEOUT_SECONDS = {
+    "sourcing": 6 * HOUR,
+    "generation": 24 * HOUR,  # an API or vLLM teacher over many long documents
+    "packing": 6 * HOUR,
+    "training": 72 * HOUR,
+    "scoring": 12 * HOUR,
+}
+
+# Stages that talk to a teacher/judge endpoint or a model hub can fail transiently: retry them
+# with exponential backoff. The others fail deterministically; a retry only burns time.
+RETRIES = {
+    "generation": {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0,
+                   "backoff_max_duration": "3600s"},
+    "scoring": {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0,
+                "backoff_max_duration": "3600s"},
+}
+
+# Caching per stage. Every in-pod stage is deterministic for its inputs and seeds and writes only KFP
+# artifacts (the image tag is the package version, so new code gets new keys): all are cached,
+# training included, so a re-run after a scoring change does not retrain. A task whose effect lives
+# outside its artifacts (the Trainer launcher: a TrainJob, checkpoints on the volume) is not cached.
+CACHING = {"sourcing": True, "generation": True, "packing": True, "training": True, "scoring": True}
+LAUNCHER_CACHING = False
+
+# /dev/shm for the training pod (NCCL and DataLoader workers need more than the default 64 MiB).
+SHM_SIZE = "16Gi"
+
+
+def stage_pod(task: PipelineTask, stage: str, *, pvc_name, api_key_secret=None) -> PipelineTask:
+    """Settings every stage task gets: shared volume, timeout, caching, retries and secrets."""
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
+    kubernetes.set_timeout(task, TIMEOUT_SECONDS[stage])
+    task.set_caching_options(enable_caching=CACHING[stage])
+    if stage in RETRIES:
+        task.set_retry(**RETRIES[stage])
+    if stage in SECRET_ENV and api_key_secret is not None:
+        kubernetes.use_secret_as_env(task, secret_name=api_key_secret,
+                                     secret_key_to_env=SECRET_ENV[stage], optional=True)
+    return task
+
+
+def gpu_pod(task: PipelineTask, *, gpu_type, gpu_count, node_selector, tolerations) -> PipelineTask:
+    """GPU settings of a task that trains in its own pod: accelerators, placement and /dev/shm."""
+    task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                               size_limit=SHM_SIZE)
+    return task
+
+
+def launcher_pod(task: PipelineTask, *, pvc_name) -> PipelineTask:
+    """Settings of the Trainer launcher task (for when it replaces in-pod training): the volume the
+    training job shares, the training timeout, and no caching. Its GPUs are the TrainJob's."""
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
+    kubernetes.set_timeout(task, TIMEOUT_SECONDS["training"])
+    task.set_caching_options(enable_caching=LAUNCHER_CACHING)
+    return task
