@@ -31,6 +31,7 @@ test-all: install
 
 compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
+	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
 
 clean:
 	rm -rf $(VENV) local_outputs

@@ -1,10 +1,16 @@
-"""All stage components by stage name (imports kfp's full DSL; not for use inside a component body)."""
+"""All components (imports kfp's full DSL; not for use inside a component body).
+
+``STAGE_COMPONENTS``: one per stage, compiled to ``components/<stage>/component.yaml``.
+``COMPONENTS``: every reusable component by export name, with the folder and file it compiles to
+(the stages plus the multi-node training launcher, ``components/training/launcher.yaml``).
+"""
 
 from longalign.components.generation.component import generation
 from longalign.components.packing.component import packing
 from longalign.components.scoring.component import scoring
 from longalign.components.sourcing.component import sourcing
 from longalign.components.training.component import training
+from longalign.components.training.launcher import training_launcher
 
 STAGE_COMPONENTS = {
     "sourcing": sourcing,
@@ -14,4 +20,9 @@ STAGE_COMPONENTS = {
     "scoring": scoring,
 }
 
-__all__ = ["STAGE_COMPONENTS", "generation", "packing", "scoring", "sourcing", "training"]
+# export name -> (folder under components/, compiled file name, component)
+COMPONENTS = {stage: (stage, "component.yaml", c) for stage, c in STAGE_COMPONENTS.items()}
+COMPONENTS["training_launcher"] = ("training", "launcher.yaml", training_launcher)
+
+__all__ = ["COMPONENTS", "STAGE_COMPONENTS", "generation", "packing", "scoring", "sourcing", "training",
+           "training_launcher"]

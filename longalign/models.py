@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -129,6 +130,23 @@ def _build_tiny(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _follow_pointer(path: Path) -> Path:
+    """A Model artifact from the multi-node launcher holds ``pointer.json`` instead of weights: the
+    checkpoint's path on the shared volume (mounted at the same path in every task's pod)."""
+    pointer = path / "pointer.json"
+    if (path / "config.json").is_file() or not pointer.is_file():
+        return path
+    try:
+        info = json.loads(pointer.read_text())
+        target = Path(info["path"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{pointer} is not a model pointer (expected a JSON object with 'path')") from None
+    if not (target / "config.json").is_file():
+        raise UserError(f"model {path} points at {info.get('uri') or target}, which is not readable here: "
+                        f"mount volume {info.get('pvc', '?')} at the launcher's mount path")
+    return target
+
+
 def resolve_model(spec: str) -> str:
     """Turn a model spec into something ``from_pretrained`` loads (a directory or a hub id)."""
     if spec == "embedded:smollm2":
@@ -139,6 +157,7 @@ def resolve_model(spec: str) -> str:
         raise UserError(f"unknown embedded model {spec!r}; choose one of {', '.join(EMBEDDED)}")
     path = Path(spec).expanduser()
     if path.exists():
+        path = _follow_pointer(path)
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {path} has no config.json")
         return str(path)

@@ -43,31 +43,41 @@ def pipeline_arguments(config: RunConfig) -> dict[str, Any]:
     return args
 
 
-def compile_pipeline(output: str | os.PathLike = DEFAULT_PIPELINE_YAML) -> Path:
-    """Compile the pipeline to KFP IR YAML (what the KFP UI uploads)."""
+def _pipeline(name: str):
+    from longalign.pipelines import PIPELINES
+
+    if name not in PIPELINES:
+        raise UserError(f"unknown pipeline {name!r}; pipelines are {', '.join(PIPELINES)}")
+    return PIPELINES[name]
+
+
+def compile_pipeline(output: str | os.PathLike = DEFAULT_PIPELINE_YAML, *,
+                     pipeline: str = "longalign") -> Path:
+    """Compile a pipeline (``longalign`` or ``longalign-multinode``) to KFP IR YAML (what the KFP
+    UI uploads)."""
     from kfp import compiler
 
-    from longalign.pipelines import longalign_pipeline
-
+    function = _pipeline(pipeline)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.yaml")
-    compiler.Compiler().compile(longalign_pipeline, str(tmp))
+    compiler.Compiler().compile(function, str(tmp))
     os.replace(tmp, output)
     return output
 
 
 def compile_components(directory: str | os.PathLike = "components") -> list[Path]:
-    """Compile each stage component to ``DIR/<stage>/component.yaml`` (for reuse in other pipelines)."""
+    """Compile every component to ``DIR/<folder>/<file>`` (``<stage>/component.yaml`` for the stages,
+    ``training/launcher.yaml`` for the multi-node launcher), for reuse in other pipelines."""
     from kfp import compiler
 
-    from longalign.components.registry import STAGE_COMPONENTS
+    from longalign.components.registry import COMPONENTS
 
     written = []
-    for stage, component in STAGE_COMPONENTS.items():
-        output = Path(directory) / stage / "component.yaml"
+    for folder, filename, component in COMPONENTS.values():
+        output = Path(directory) / folder / filename
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(".component.tmp.yaml")
+        tmp = output.with_name(f".{output.stem}.tmp.yaml")
         compiler.Compiler().compile(component, str(tmp))
         os.replace(tmp, output)
         written.append(output)
@@ -95,6 +105,8 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     with warnings.catch_warnings():
         # kfp.local warns that the (cluster) base image is not used locally: expected here.
         warnings.filterwarnings("ignore", message=".*base image.*")
+        # ...nor the cluster settings (GPUs; kfp-kubernetes settings are ignored silently).
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
             task = longalign_pipeline(**pipeline_arguments(config))
         except RuntimeError as exc:
@@ -108,11 +120,9 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     return summary
 
 
-def _client(host: str):
-    """A kfp.Client for ``host``; a bearer token comes from $LONGALIGN_KFP_TOKEN or the file named by
-    $LONGALIGN_KFP_TOKEN_FILE (never from the command line)."""
-    import kfp
-
+def _token() -> str | None:
+    """The bearer token for multi-user Kubeflow: $LONGALIGN_KFP_TOKEN, else the file named by
+    $LONGALIGN_KFP_TOKEN_FILE (a mounted secret). Never a command-line argument, never logged."""
     token = os.environ.get(TOKEN_ENV)
     token_file = os.environ.get(TOKEN_FILE_ENV)
     if not token and token_file:
@@ -120,69 +130,139 @@ def _client(host: str):
             token = Path(token_file).read_text().strip()
         except OSError as exc:
             raise UserError(f"cannot read ${TOKEN_FILE_ENV} ({token_file}): {exc.strerror}") from None
+    return token or None
+
+
+def _client(host: str):
+    """A kfp.Client for ``host``, authenticated with the bearer token from :func:`_token`."""
+    import kfp
+
+    token = _token()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return kfp.Client(host=host, existing_token=token or None)
+            return kfp.Client(host=host, existing_token=token)
     except Exception as exc:  # kfp raises many types for an unreachable or wrong host
         reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
         raise UserError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from None
 
 
-def _compiled_package() -> Path:
+def _compiled_package(pipeline: str) -> Path:
+    _pipeline(pipeline)  # an unknown name is a user error before anything is sent
     directory = Path(tempfile.mkdtemp(prefix="longalign-"))
-    return compile_pipeline(directory / "pipeline.yaml")
+    return compile_pipeline(directory / "pipeline.yaml", pipeline=pipeline)
 
 
-def submit(host: str, config: RunConfig, *, experiment: str = "longalign",
-           run_name: str | None = None, enable_caching: bool = True) -> str:
-    """Compile the pipeline and start one run on a KFP endpoint; returns the run id."""
+_PARAM_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": (int, float), "BOOLEAN": bool,
+                "STRUCT": dict, "LIST": list}
+
+
+def run_arguments(config: RunConfig, package: str | os.PathLike,
+                  params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's pipeline arguments: the stage configs from ``config``, then ``params`` (e.g.
+    gpu_count=2, pvc_name=team-data) checked against the compiled pipeline's parameters."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(Path(package).read_text()))  # 2nd document: the platform spec
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    arguments = pipeline_arguments(config)
+    for name, value in (params or {}).items():
+        if name not in declared:
+            raise UserError(f"--param {name}: not a pipeline parameter (known: {', '.join(sorted(declared))})")
+        kind = declared[name]["parameterType"]
+        expected = _PARAM_TYPES.get(kind, object)
+        if isinstance(value, bool) and kind != "BOOLEAN" or not isinstance(value, expected):
+            raise UserError(f"--param {name}: expected {kind.lower()}, got {value!r}")
+        if name == "launcher_config":
+            from longalign.training.launcher import parse_launcher_config
+
+            parse_launcher_config(value)
+        elif name.endswith("_config"):
+            from longalign.config import parse_section
+
+            parse_section(name.removesuffix("_config"), value)  # same checks as --set
+        arguments[name] = value
+    return arguments
+
+
+def submit(host: str, config: RunConfig, *, experiment: str = "longalign", run_name: str | None = None,
+           params: dict[str, Any] | None = None, enable_caching: bool | None = None,
+           namespace: str | None = None, service_account: str | None = None,
+           pipeline: str = "longalign") -> str:
+    """Compile the pipeline and start one run on a KFP endpoint; returns the run id.
+
+    ``enable_caching=None`` keeps each task's compiled caching setting (see pipelines/platform.py);
+    False re-runs every task.
+    """
+    package = _compiled_package(pipeline)
+    arguments = run_arguments(config, package, params)
     client = _client(host)
-    package = _compiled_package()
     try:
         result = client.create_run_from_pipeline_package(
             str(package),
-            arguments=pipeline_arguments(config),
-            run_name=run_name or f"longalign-{time.strftime('%Y%m%d-%H%M%S')}",
+            arguments=arguments,
+            run_name=run_name or f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
             experiment_name=experiment,
+            namespace=namespace,
             enable_caching=enable_caching,
+            service_account=service_account,
         )
     except Exception as exc:
-        raise UserError(f"submitting the run failed: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"submitting the run failed: {_api_error(exc)}") from None
     return result.run_id
+
+
+def _api_error(exc: Exception) -> str:
+    """One line for an API failure (kfp_server_api.ApiException carries status, reason and body)."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        body = str(getattr(exc, "body", "") or "").replace("\n", " ")[:300]
+        return f"HTTP {status} {getattr(exc, 'reason', '')}: {body}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _upload_version(client, package: Path, namespace: str | None,
+                    pipeline: str = "longalign") -> tuple[str, str]:
+    """Upload ``package`` as a new version of the pipeline named ``pipeline`` (creating it the first
+    time); returns (pipeline id, version id)."""
+    from longalign import __version__
+
+    pipeline_id = client.get_pipeline_id(pipeline)
+    if pipeline_id is None:
+        uploaded = client.upload_pipeline(str(package), pipeline_name=pipeline, namespace=namespace)
+        versions = client.list_pipeline_versions(uploaded.pipeline_id, sort_by="created_at desc").pipeline_versions
+        return uploaded.pipeline_id, versions[0].pipeline_version_id
+    version_name = f"{__version__}-{time.strftime('%Y%m%d-%H%M%S')}"
+    version = client.upload_pipeline_version(str(package), pipeline_version_name=version_name,
+                                             pipeline_id=pipeline_id)
+    return pipeline_id, version.pipeline_version_id
 
 
 def schedule(host: str, config: RunConfig, *, cron: str, experiment: str = "longalign",
              job_name: str = "longalign-retrain", max_concurrency: int = 1,
-             enable_caching: bool = True) -> str:
-    """Upload a new pipeline version and create (or replace) a recurring run; returns its id.
+             params: dict[str, Any] | None = None, namespace: str | None = None,
+             service_account: str | None = None, pipeline: str = "longalign") -> str:
+    """Upload a new pipeline version and create (or replace) a recurring run of it; returns its id.
 
     ``cron`` has 6 fields (seconds first) and is in UTC, as KFP expects. Recurring runs cannot be
-    edited, so an existing one with the same name is deleted and created anew.
+    edited, so existing ones with the same name in the experiment are deleted first. Missed runs
+    are not caught up. Caching follows each task's compiled setting.
     """
     fields = cron.split()
     if len(fields) != 6:
         raise UserError(f"--cron needs 6 fields (seconds minutes hours day month weekday), got {cron!r}")
+    package = _compiled_package(pipeline)
+    arguments = run_arguments(config, package, params)
     client = _client(host)
-    package = _compiled_package()
-    from longalign import __version__
-    from longalign.pipelines import PIPELINE_NAME
-
-    version_name = f"{__version__}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
-        if pipeline_id is None:
-            pipeline = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME)
-            pipeline_id = pipeline.pipeline_id
-            version_id = client.list_pipeline_versions(pipeline_id).pipeline_versions[0].pipeline_version_id
-        else:
-            version = client.upload_pipeline_version(
-                str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id)
-            version_id = version.pipeline_version_id
-        experiment_id = client.create_experiment(experiment).experiment_id
-        existing = client.list_recurring_runs(experiment_id=experiment_id, page_size=100)
+        pipeline_id, version_id = _upload_version(client, package, namespace, pipeline)
+        experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
+        same_name = json.dumps({"predicates": [
+            {"operation": "EQUALS", "key": "display_name", "stringValue": job_name}]})
+        existing = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, filter=same_name)
         for job in existing.recurring_runs or []:
             if job.display_name == job_name:
+                log.info("replacing recurring run %s (%s)", job_name, job.recurring_run_id)
                 client.delete_recurring_run(job.recurring_run_id)
         job = client.create_recurring_run(
             experiment_id=experiment_id,
@@ -190,13 +270,68 @@ def schedule(host: str, config: RunConfig, *, cron: str, experiment: str = "long
             cron_expression=cron,
             max_concurrency=max_concurrency,
             no_catchup=True,
-            params=pipeline_arguments(config),
+            params=arguments,
             pipeline_id=pipeline_id,
             version_id=version_id,
-            enable_caching=enable_caching,
+            service_account=service_account,
         )
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"scheduling failed: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"scheduling failed: {_api_error(exc)}") from None
     return job.recurring_run_id
+
+
+def export_components(directory: str | os.PathLike) -> list[Path]:
+    """Write each component for reuse by platform teams: ``DIR/<name>/component.yaml`` (the five
+    stages and ``training_launcher``), its README and ``metadata.json`` (image, inputs/outputs,
+    versions, checksum), plus ``DIR/index.json``. Returns every file written."""
+    import hashlib
+    import shutil
+
+    import kfp
+    import yaml
+
+    from longalign import __version__
+    from longalign.components.registry import COMPONENTS
+
+    directory = Path(directory)
+    written, index = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        compiled = compile_components(scratch)
+        for source, (name, (folder, _, component)) in zip(compiled, COMPONENTS.items()):
+            path = directory / name / "component.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+            spec = yaml.safe_load(path.read_text())
+            (definition,) = spec["components"].values()
+            (executor,) = spec["deploymentSpec"]["executors"].values()
+            metadata = {
+                "name": name,
+                "description": (component.description or "").split("\n\n")[0].strip(),
+                "config_section": folder,
+                "longalign_version": __version__,
+                "kfp_version": kfp.__version__,
+                "image": executor["container"]["image"],
+                "inputs": _interface(definition.get("inputDefinitions", {})),
+                "outputs": _interface(definition.get("outputDefinitions", {})),
+                "component_yaml_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+            (path.parent / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            readme = path.parent / "README.md"
+            source_readme = Path(component.python_func.__code__.co_filename).parent / "README.md"
+            if source_readme.resolve() != readme.resolve():
+                shutil.copyfile(source_readme, readme)
+            written += [path, readme, path.parent / "metadata.json"]
+            index.append({"name": name, "component": f"{name}/component.yaml", "image": metadata["image"],
+                          "sha256": metadata["component_yaml_sha256"]})
+    (directory / "index.json").write_text(json.dumps(
+        {"longalign_version": __version__, "components": index}, indent=2) + "\n")
+    return written + [directory / "index.json"]
+
+
+def _interface(definitions: dict[str, Any]) -> dict[str, str]:
+    """Name -> KFP type of a component's parameters and artifacts."""
+    out = {name: p["parameterType"] for name, p in definitions.get("parameters", {}).items()}
+    out.update({name: a["artifactType"]["schemaTitle"] for name, a in definitions.get("artifacts", {}).items()})
+    return out

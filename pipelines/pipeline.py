@@ -1,8 +1,21 @@
-"""The LongAlign DAG: sourcing -> generation -> packing -> training -> scoring.
+"""The LongAlign DAG: sourcing -> generation -> packing -> training -> scoring, in two variants.
+
+- ``longalign`` trains inside the training task's own pod (one node; what ``longalign run`` executes
+  locally through kfp.local, and enough for small models on one GPU node);
+- ``longalign-multinode`` replaces that task with the Trainer launcher: a Kubeflow Trainer TrainJob
+  (or a Training Operator PyTorchJob) over several GPU nodes, with data and checkpoints on the shared
+  volume. Its launcher task is never cached: its effects live on the cluster and the volume.
+
+The two are separate pipelines rather than one with a ``dsl.If``: scoring needs the model from
+whichever branch ran (``dsl.OneOf``), which kfp.local cannot execute, and a compile-time choice keeps
+each DAG's graph in the UI simple. Both compile to committed YAML (pipeline.yaml and
+pipeline-multinode.yaml).
 
 Each stage takes its config section as one JSON parameter (editable per run in the KFP UI) and
 passes typed artifacts to the next. Every task is cached: all stages are deterministic for their
 inputs and seeds, and the image tag carries the package version so a code change changes the key.
+Kubernetes settings (volume, secrets, GPUs, placement, timeouts, retries) come from
+``platform.py``; the ones a UI user changes per run are pipeline parameters below.
 """
 
 from typing import NamedTuple
@@ -11,9 +24,17 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
 from longalign.components.registry import generation, packing, scoring, sourcing, training
+from longalign.components.training.launcher import training_launcher
 from longalign.config import PRESETS, RunConfig
+from longalign.pipelines import platform
 
 PIPELINE_NAME = "longalign"
+MULTINODE_PIPELINE_NAME = "longalign-multinode"
+# Launcher defaults for the multi-node variant (see longalign.training.launcher.LauncherConfig): the
+# DeepSpeed runtime from k8s/runtime, two nodes of the pipeline's gpu_count GPUs each.
+LAUNCHER_DEFAULTS = {"kind": "trainjob", "runtime": "longalign-deepspeed", "num_nodes": 2}
+DESCRIPTION = ("LongAlign long-context alignment: source long texts, generate instructions, pack, "
+               "fine-tune with LongAlign loss weighting, score.")
 DEFAULTS = RunConfig.model_validate(PRESETS["default"]).model_dump(mode="json", exclude_none=True)
 
 
@@ -27,20 +48,10 @@ class Outputs(NamedTuple):
     metrics: Metrics
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="LongAlign long-context alignment: source long texts, generate instructions, pack, "
-    "fine-tune with LongAlign loss weighting, score.",
-)
-def longalign_pipeline(
-    model: str = DEFAULTS["model"],
-    sourcing_config: dict = DEFAULTS["sourcing"],
-    generation_config: dict = DEFAULTS["generation"],
-    packing_config: dict = DEFAULTS["packing"],
-    training_config: dict = DEFAULTS["training"],
-    scoring_config: dict = DEFAULTS["scoring"],
-) -> Outputs:
-    """The whole recipe; `model` is the base model spec, each `*_config` one stage's config section."""
+def _recipe(train, *, model, sourcing_config, generation_config, packing_config, scoring_config,
+            pvc_name, api_key_secret) -> Outputs:
+    """The five stages; ``train(packed)`` adds the training task and returns it (its ``model``
+    output feeds scoring). Platform settings per stage come from platform.py."""
     source_task = sourcing(config=sourcing_config, model=model).set_display_name("sourcing")
     generate_task = generation(
         config=generation_config, corpus=source_task.outputs["corpus"]
@@ -48,17 +59,16 @@ def longalign_pipeline(
     pack_task = packing(
         config=packing_config, model=model, chats=generate_task.outputs["chats"]
     ).set_display_name("packing")
-    train_task = training(
-        config=training_config, base_model=model, packed=pack_task.outputs["packed"]
-    ).set_display_name("training")
+    train_task = train(pack_task.outputs["packed"]).set_display_name("training")
     score_task = scoring(
         config=scoring_config,
         base_model=model,
         model=train_task.outputs["model"],
         corpus=source_task.outputs["corpus"],
     ).set_display_name("scoring")
-    for task in (source_task, generate_task, pack_task, train_task, score_task):
-        task.set_caching_options(enable_caching=True)
+    for stage, task in {"sourcing": source_task, "generation": generate_task, "packing": pack_task,
+                        "scoring": score_task}.items():
+        platform.stage_pod(task, stage, pvc_name=pvc_name, api_key_secret=api_key_secret)
     return Outputs(
         corpus=source_task.outputs["corpus"],
         chats=generate_task.outputs["chats"],
@@ -68,3 +78,76 @@ def longalign_pipeline(
         report=score_task.outputs["report"],
         metrics=score_task.outputs["metrics"],
     )
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+def longalign_pipeline(
+    model: str = DEFAULTS["model"],
+    sourcing_config: dict = DEFAULTS["sourcing"],
+    generation_config: dict = DEFAULTS["generation"],
+    packing_config: dict = DEFAULTS["packing"],
+    training_config: dict = DEFAULTS["training"],
+    scoring_config: dict = DEFAULTS["scoring"],
+    pvc_name: str = platform.PVC_NAME,
+    api_key_secret: str = platform.API_KEY_SECRET,
+    gpu_type: str = platform.GPU_TYPE,
+    gpu_count: int = platform.GPU_COUNT,
+    gpu_node_selector: dict = {},
+    gpu_tolerations: list = [],
+) -> Outputs:
+    """The whole recipe, training in one pod; `model` is the base model spec, each `*_config` one
+    stage's config section.
+
+    On Kubernetes: `pvc_name` is the shared ReadWriteMany volume, `api_key_secret` the Secret with the
+    teacher/judge API keys, and `gpu_*` place the training pod (e.g. node selector
+    {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, tolerations
+    [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]).
+    """
+
+    def train(packed):
+        task = training(config=training_config, base_model=model, packed=packed)
+        platform.stage_pod(task, "training", pvc_name=pvc_name)
+        return platform.gpu_pod(task, gpu_type=gpu_type, gpu_count=gpu_count,
+                                node_selector=gpu_node_selector, tolerations=gpu_tolerations)
+
+    return _recipe(train, model=model, sourcing_config=sourcing_config,
+                   generation_config=generation_config, packing_config=packing_config,
+                   scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
+
+
+@dsl.pipeline(name=MULTINODE_PIPELINE_NAME, description=DESCRIPTION + " Training runs as a "
+              "Kubeflow Trainer TrainJob (or PyTorchJob) over several GPU nodes.")
+def longalign_multinode_pipeline(
+    model: str = DEFAULTS["model"],
+    sourcing_config: dict = DEFAULTS["sourcing"],
+    generation_config: dict = DEFAULTS["generation"],
+    packing_config: dict = DEFAULTS["packing"],
+    training_config: dict = DEFAULTS["training"],
+    scoring_config: dict = DEFAULTS["scoring"],
+    launcher_config: dict = LAUNCHER_DEFAULTS,
+    pvc_name: str = platform.PVC_NAME,
+    api_key_secret: str = platform.API_KEY_SECRET,
+    gpu_type: str = platform.GPU_TYPE,
+    gpu_count: int = platform.GPU_COUNT,
+    gpu_node_selector: dict = {},
+    gpu_tolerations: list = [],
+) -> Outputs:
+    """The whole recipe with multi-node training; parameters as in `longalign`, plus
+    `launcher_config` (job kind trainjob|pytorchjob, runtime, num_nodes, namespace, timeout, ...;
+    see docs/launcher.md). `gpu_*` here are per node and go into the job, not the launcher pod.
+    The model output points at the checkpoint on the shared volume, where scoring reads it."""
+
+    def train(packed):
+        task = training_launcher(
+            config=training_config, launcher_config=launcher_config, base_model=model,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed, pvc_name=pvc_name,
+            gpu_type=gpu_type, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
+            gpu_tolerations=gpu_tolerations)
+        return platform.launcher_pod(task, pvc_name=pvc_name)
+
+    return _recipe(train, model=model, sourcing_config=sourcing_config,
+                   generation_config=generation_config, packing_config=packing_config,
+                   scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
+
+
+PIPELINES = {PIPELINE_NAME: longalign_pipeline, MULTINODE_PIPELINE_NAME: longalign_multinode_pipeline}

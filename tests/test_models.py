@@ -30,3 +30,29 @@ def test_bad_specs(spec, fragment):
 def test_directory_without_config(tmp_path):
     with pytest.raises(UserError, match="config.json"):
         resolve_model(str(tmp_path))
+
+
+def test_launcher_model_pointer_is_followed_to_the_volume(tmp_path, tiny_model):
+    """The multi-node launcher's Model artifact holds pointer.json; scoring loads what it points at."""
+    import json
+
+    artifact = tmp_path / "model"
+    artifact.mkdir()
+    (artifact / "pointer.json").write_text(json.dumps(
+        {"pvc": "data", "path": resolve_model(tiny_model), "uri": "pvc://data/runs/x/model"}))
+    assert resolve_model(str(artifact)) == resolve_model(tiny_model)
+    assert load_tokenizer(str(artifact)).chat_template
+
+
+@pytest.mark.parametrize("pointer, fragment", [
+    ({"pvc": "data", "path": "/nonexistent/volume/model", "uri": "pvc://data/model"},
+     "pvc://data/model, which is not readable here: mount volume data"),
+    ("not json", "not a model pointer"),
+    ({"uri": "pvc://data/model"}, "not a model pointer"),
+])
+def test_unreadable_model_pointer_is_a_clear_error(tmp_path, pointer, fragment):
+    import json
+
+    (tmp_path / "pointer.json").write_text(pointer if isinstance(pointer, str) else json.dumps(pointer))
+    with pytest.raises(UserError, match=fragment):
+        resolve_model(str(tmp_path))

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from kfp import compiler, components
 
-from longalign.components.registry import STAGE_COMPONENTS
+from longalign.components.registry import COMPONENTS, STAGE_COMPONENTS
 from longalign.config import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +39,12 @@ def test_component_is_thin_and_calls_its_library_function(stage):
     assert len(code) <= 8, f"{stage} component body has grown: keep logic in the library"
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_committed_component_yaml_matches_code(stage, tmp_path):
+@pytest.mark.parametrize("name", list(COMPONENTS))
+def test_committed_component_yaml_matches_code(name, tmp_path):
+    folder, filename, component = COMPONENTS[name]
     fresh = tmp_path / "component.yaml"
-    compiler.Compiler().compile(STAGE_COMPONENTS[stage], str(fresh))
-    committed = ROOT / "components" / stage / "component.yaml"
+    compiler.Compiler().compile(component, str(fresh))
+    committed = ROOT / "components" / folder / filename
     assert yaml.safe_load(committed.read_text()) == yaml.safe_load(fresh.read_text()), (
         f"{committed} is stale: run `make compile` and commit the result")
 
@@ -61,7 +62,7 @@ def test_component_yaml_loads_for_reuse(stage):
 
 def test_components_do_not_install_kfp_at_runtime():
     # The image carries kfp and longalign; a pip install at pod start would be slow and unpinned.
-    for stage in STAGES:
-        text = (ROOT / "components" / stage / "component.yaml").read_text()
+    for folder, filename, _ in COMPONENTS.values():
+        text = (ROOT / "components" / folder / filename).read_text()
         assert "pip install" not in text
         assert "from longalign." in text

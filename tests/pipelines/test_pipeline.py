@@ -1,4 +1,5 @@
-"""The compiled DAG: five stage tasks, typed artifacts between them, caching set per task."""
+"""The compiled DAG: five stage tasks, typed artifacts between them, caching set per task, and the
+Kubernetes platform spec (volume, secrets, GPUs, placement, /dev/shm, timeouts) wired to parameters."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import yaml
 
 from longalign.config import STAGES
+from longalign.pipelines import platform
 from longalign.orchestrate import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,15 +19,27 @@ def spec(tmp_path_factory):
     return path.read_text()
 
 
+@pytest.fixture(scope="module")
+def platform_spec(spec):
+    """The second YAML document: kfp-kubernetes settings per executor."""
+    ir, platform_doc = yaml.safe_load_all(spec)
+    return platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def load(text):
+    """The pipeline document (the first of the two: pipeline spec, platform spec)."""
+    return next(yaml.safe_load_all(text))
+
+
 def test_committed_pipeline_yaml_matches_code(spec):
     committed = ROOT / "pipelines" / "pipeline.yaml"
     # Compared as data: the header comment lists dict defaults in protobuf's (unstable) map order.
-    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(spec), (
+    assert list(yaml.safe_load_all(committed.read_text())) == list(yaml.safe_load_all(spec)), (
         "pipelines/pipeline.yaml is stale: run `make compile` and commit the result")
 
 
 def test_five_stage_tasks_with_typed_artifact_edges(spec):
-    ir = yaml.safe_load(spec)
+    ir = load(spec)
     tasks = ir["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
     edges = {}
@@ -46,14 +60,14 @@ def test_five_stage_tasks_with_typed_artifact_edges(spec):
     assert comps["comp-scoring"]["outputDefinitions"]["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
 
 
-def test_caching_is_set_on_every_task(spec):
-    tasks = yaml.safe_load(spec)["root"]["dag"]["tasks"]
+def test_caching_follows_the_per_stage_policy(spec):
+    tasks = load(spec)["root"]["dag"]["tasks"]
     for name, task in tasks.items():
-        assert task["cachingOptions"] == {"enableCache": True}, name
+        assert task["cachingOptions"] == ({"enableCache": True} if platform.CACHING[name] else {}), name
 
 
 def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
-    params = yaml.safe_load(spec)["root"]["inputDefinitions"]["parameters"]
+    params = load(spec)["root"]["inputDefinitions"]["parameters"]
     assert params["model"]["parameterType"] == "STRING"
     for stage in STAGES:
         p = params[f"{stage}_config"]
@@ -64,5 +78,113 @@ def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
 def test_image_tag_is_the_package_version(spec):
     from longalign import __version__
 
-    images = {e["container"]["image"] for e in yaml.safe_load(spec)["deploymentSpec"]["executors"].values()}
-    assert images == {f"ghcr.io/longalign/longalign:{__version__}"}
+    executors = load(spec)["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images == {f"exec-{stage}": f"ghcr.io/longalign/longalign{'-cuda' if stage == 'training' else ''}:"
+                      f"{__version__}" for stage in STAGES}
+
+
+def test_platform_parameters_have_defaults_matching_k8s(spec):
+    params = load(spec)["root"]["inputDefinitions"]["parameters"]
+    expected = {
+        "pvc_name": ("STRING", platform.PVC_NAME),
+        "api_key_secret": ("STRING", platform.API_KEY_SECRET),
+        "gpu_type": ("STRING", platform.GPU_TYPE),
+        "gpu_count": ("NUMBER_INTEGER", platform.GPU_COUNT),
+        "gpu_node_selector": ("STRUCT", {}),
+        "gpu_tolerations": ("LIST", []),
+    }
+    for name, (kind, default) in expected.items():
+        assert (params[name]["parameterType"], params[name]["defaultValue"]) == (kind, default), name
+    pvc = yaml.safe_load((ROOT / "k8s" / "base" / "pvc.yaml").read_text())
+    secret = yaml.safe_load((ROOT / "k8s" / "base" / "secret-template.yaml").read_text())
+    assert (pvc["metadata"]["name"], secret["metadata"]["name"]) == (platform.PVC_NAME, platform.API_KEY_SECRET)
+
+
+def test_every_task_mounts_the_shared_volume_named_by_the_parameter(platform_spec):
+    assert set(platform_spec) == {f"exec-{stage}" for stage in STAGES}
+    for name, executor in platform_spec.items():
+        (mount,) = executor["pvcMount"]
+        assert mount["mountPath"] == platform.DATA_MOUNT, name
+        assert mount["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}, name
+
+
+def test_timeouts_per_task(platform_spec):
+    for stage in STAGES:
+        assert int(platform_spec[f"exec-{stage}"]["activeDeadlineSeconds"]) == platform.TIMEOUT_SECONDS[stage]
+    assert platform.TIMEOUT_SECONDS["training"] > platform.TIMEOUT_SECONDS["packing"]
+
+
+def test_api_key_secret_reaches_generation_and_scoring_only(platform_spec):
+    for stage in STAGES:
+        secrets = platform_spec[f"exec-{stage}"].get("secretAsEnv", [])
+        if stage not in ("generation", "scoring"):
+            assert secrets == [], stage
+            continue
+        (secret,) = secrets
+        assert secret["secretNameParameter"] == {"componentInputParameter": "api_key_secret"}
+        assert secret["optional"] is True  # local/synthetic teachers need no secret
+        (pair,) = secret["keyToEnv"]
+        assert {pair["secretKey"]: pair["envVar"]} == platform.SECRET_ENV[stage]
+        # the variable the stage's endpoint config reads by default
+        assert pair["envVar"] == "OPENAI_API_KEY"
+
+
+def test_training_gets_gpus_placement_and_shm_from_parameters(spec, platform_spec):
+    ir = load(spec)
+    resources = ir["deploymentSpec"]["executors"]["exec-training"]["container"]["resources"]
+    assert resources["accelerator"] == {
+        "resourceCount": "{{$.inputs.parameters['pipelinechannel--gpu_count']}}",
+        "resourceType": "{{$.inputs.parameters['pipelinechannel--gpu_type']}}",
+    }
+    task_inputs = ir["root"]["dag"]["tasks"]["training"]["inputs"]["parameters"]
+    assert task_inputs["pipelinechannel--gpu_count"] == {"componentInputParameter": "gpu_count"}
+    assert task_inputs["pipelinechannel--gpu_type"] == {"componentInputParameter": "gpu_type"}
+    training = platform_spec["exec-training"]
+    assert training["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
+    assert training["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
+    assert training["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm",
+                                           "sizeLimit": platform.SHM_SIZE, "volumeName": "dshm"}]
+    for stage in STAGES:
+        if stage != "training":
+            executor = platform_spec[f"exec-{stage}"]
+            assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(executor), stage
+            assert "resources" not in ir["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]
+
+
+def test_flaky_stages_retry_with_backoff(spec):
+    tasks = load(spec)["root"]["dag"]["tasks"]
+    for stage in STAGES:
+        policy = tasks[stage].get("retryPolicy")
+        if stage not in platform.RETRIES:
+            assert policy is None, stage
+            continue
+        expected = platform.RETRIES[stage]
+        assert policy["maxRetryCount"] == expected["num_retries"] >= 1
+        assert policy["backoffDuration"] == expected["backoff_duration"]
+        assert policy["backoffFactor"] == expected["backoff_factor"]
+    assert set(platform.RETRIES) == {"generation", "scoring"}
+
+
+def test_launcher_settings_turn_caching_off_and_share_the_volume():
+    """The settings the Trainer launcher task gets when it replaces in-pod training."""
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11-slim")
+    def launcher(gpu_count: int) -> str:
+        return str(gpu_count)
+
+    @dsl.pipeline(name="launcher-settings")
+    def pipe(pvc_name: str = "v", gpu_count: int = 2):
+        platform.launcher_pod(launcher(gpu_count=gpu_count), pvc_name=pvc_name)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        compiler.Compiler().compile(pipe, f"{tmp}/p.yaml")
+        ir, plat = yaml.safe_load_all(open(f"{tmp}/p.yaml").read())
+    assert ir["root"]["dag"]["tasks"]["launcher"]["cachingOptions"] == {}
+    executor = plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-launcher"]
+    assert executor["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
+    assert int(executor["activeDeadlineSeconds"]) == platform.TIMEOUT_SECONDS["training"]
+    assert "resources" not in ir["deploymentSpec"]["executors"]["exec-launcher"]["container"]

@@ -1,0 +1,67 @@
+"""The multi-node variant: the same DAG with the training task replaced by the Trainer launcher,
+which is never cached, gets the per-node GPU parameters as inputs (for the job, not for its own
+pod) and a run-unique id, and shares the volume where scoring reads the checkpoint."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from longalign.orchestrate import compile_pipeline
+from longalign.pipelines import platform
+from longalign.pipelines.pipeline import LAUNCHER_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("p") / "multinode.yaml",
+                            pipeline="longalign-multinode")
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_committed_multinode_yaml_matches_code(docs):
+    committed = ROOT / "pipelines" / "pipeline-multinode.yaml"
+    assert list(yaml.safe_load_all(committed.read_text())) == docs, (
+        "pipelines/pipeline-multinode.yaml is stale: run `make compile` and commit the result")
+
+
+def test_launcher_replaces_training_and_feeds_scoring(docs):
+    ir = docs[0]
+    assert ir["pipelineInfo"]["name"] == "longalign-multinode"
+    tasks = ir["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["generation", "packing", "scoring", "sourcing", "training-launcher"]
+    launcher = tasks["training-launcher"]
+    assert launcher["taskInfo"]["name"] == "training"
+    assert launcher["inputs"]["artifacts"]["packed"]["taskOutputArtifact"] == {
+        "producerTask": "packing", "outputArtifactKey": "packed"}
+    assert tasks["scoring"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "training-launcher", "outputArtifactKey": "model"}
+    assert launcher["cachingOptions"] == {}  # its effects live on the cluster: never cached
+    for name in ("sourcing", "generation", "packing", "scoring"):
+        assert tasks[name]["cachingOptions"] == {"enableCache": True}
+
+
+def test_launcher_inputs_come_from_run_parameters(docs):
+    ir = docs[0]
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert params["launcher_config"]["defaultValue"] == LAUNCHER_DEFAULTS
+    inputs = ir["root"]["dag"]["tasks"]["training-launcher"]["inputs"]["parameters"]
+    for name in ("gpu_type", "gpu_count", "gpu_node_selector", "gpu_tolerations", "pvc_name"):
+        assert inputs[name] == {"componentInputParameter": name}
+    assert inputs["launcher_config"] == {"componentInputParameter": "launcher_config"}
+    assert inputs["config"] == {"componentInputParameter": "training_config"}
+    # one job per run: the run id is the pipeline job's id
+    assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_launcher_pod_has_the_volume_but_no_gpu(docs):
+    ir, plat = docs
+    executors = plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounts = executors["exec-training-launcher"]["pvcMount"]
+    assert mounts[0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
+    assert mounts[0]["mountPath"] == platform.DATA_MOUNT
+    assert "resources" not in ir["deploymentSpec"]["executors"]["exec-training-launcher"]["container"]
+    # scoring mounts the same volume, so it can read the checkpoint the Model artifact points at
+    assert executors["exec-scoring"]["pvcMount"][0]["mountPath"] == platform.DATA_MOUNT
