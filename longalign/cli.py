@@ -11,11 +11,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from longalign.config import RunConfig, load_run_config
+from longalign.config import SECTIONS, RunConfig, load_run_config
 from longalign.errors import UserError
 
 app = typer.Typer(
@@ -53,7 +53,8 @@ def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
     overrides = []
     for item in sets or []:
         key = item.split("=", 1)[0]
-        if section and "." not in key and key != "model":
+        head = key.split(".", 1)[0]
+        if section and head != "model" and head not in SECTIONS:  # e.g. api.base_url in `generate`
             item = f"{section}.{item}"
         overrides.append(item)
     for key, value in (extra or {}).items():
@@ -78,17 +79,23 @@ def _report(stats: dict[str, Any], output: Path) -> None:
 def source(
     output: OutputOpt,
     sources: Annotated[Optional[list[str]], typer.Option(
-        "--source", help="Source spec, repeatable: stdlib:, dir:PATH, jsonl:PATH[#field].")] = None,
+        "--source", help="Source spec, repeatable: stdlib:, dir:PATH, jsonl:PATH[#field], "
+        "parquet:PATH[#field], hf:NAME[:config][:split], git:PATH; options as ?key=value&...")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model spec whose tokenizer counts tokens.")] = None,
     min_tokens: Annotated[Optional[int], typer.Option()] = None,
     max_tokens: Annotated[Optional[int], typer.Option()] = None,
+    max_documents: Annotated[Optional[int], typer.Option("--max-documents")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    strict: Annotated[Optional[bool], typer.Option(
+        "--strict/--no-strict", help="Stop at the first unreadable or malformed input.")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Source long texts: read, clean, deduplicate, length-filter."""
     cfg = _config(preset, config, set_, "sourcing", {
         "sourcing.sources": sources or None, "sourcing.min_tokens": min_tokens,
-        "sourcing.max_tokens": max_tokens, "model": model})
+        "sourcing.max_tokens": max_tokens, "sourcing.max_documents": max_documents,
+        "sourcing.seed": seed, "sourcing.strict": strict, "model": model})
     from longalign.sourcing import source as run
 
     _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite), output)
@@ -98,7 +105,9 @@ def source(
 def generate(
     corpus: Annotated[Path, typer.Option("--corpus", help="The sourcing stage's output directory.")],
     output: OutputOpt,
-    teacher: Annotated[Optional[str], typer.Option(help="local or synthetic.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="local, openai or synthetic (openai: set "
+                                                         "generation.api.base_url; the key comes from "
+                                                         "$OPENAI_API_KEY or api.api_key_file).")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -115,13 +124,16 @@ def pack(
     output: OutputOpt,
     strategy: Annotated[Optional[str], typer.Option(help="pack, sort or naive.")] = None,
     max_len: Annotated[Optional[int], typer.Option("--max-len")] = None,
+    truncation: Annotated[Optional[str], typer.Option(
+        help="Samples over max_len: drop (counted) or middle (keep head and tail).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model spec (tokenizer, chat template).")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Tokenise and pack chats into Arrow rows."""
     cfg = _config(preset, config, set_, "packing", {
-        "packing.strategy": strategy, "packing.max_len": max_len, "model": model})
+        "packing.strategy": strategy, "packing.max_len": max_len,
+        "packing.truncation": truncation, "model": model})
     from longalign.packing import pack as run
 
     _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite), output)
@@ -133,14 +145,25 @@ def train(
     output: OutputOpt,
     model: Annotated[Optional[str], typer.Option(help="Base model spec.")] = None,
     loss: Annotated[Optional[str], typer.Option(help="longalign or token.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Fine-tune the base model on packed rows."""
-    cfg = _config(preset, config, set_, "training", {"training.loss": loss, "model": model})
-    from longalign.training import train as run
+    """Fine-tune the base model on packed rows (run under torchrun for several processes)."""
+    cfg = _config(preset, config, set_, "training",
+                  {"training.loss": loss, "model": model, "training.resume": resume or None})
+    import os
 
-    _report(run(cfg.training, cfg.model, packed, output, overwrite=overwrite), output)
+    from longalign.training import train as run
+    from longalign.training.checkpoint import EXIT_CODE, Preempted
+
+    try:
+        stats = run(cfg.training, cfg.model, packed, output, overwrite=overwrite)
+    except Preempted as exc:
+        print(f"{exc}; rerun with --resume", file=sys.stderr)
+        raise typer.Exit(code=EXIT_CODE) from None
+    if os.environ.get("RANK", "0") == "0":
+        _report(stats, output)
 
 
 @app.command()
@@ -149,13 +172,17 @@ def score(
     output: OutputOpt,
     base_model: Annotated[Optional[str], typer.Option(help="Base model spec to compare with.")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory used as haystack.")] = None,
-    suite: Annotated[Optional[str], typer.Option(help="Comma-separated suites: needle,recall.")] = None,
+    suite: Annotated[Optional[str], typer.Option(
+        help="Comma-separated suites: needle,recall,longbench-chat.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(
+        help="A previous run's scores.json (or scoring output) to compare with.")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Score a model on the offline long-context suites."""
+    """Score a model on the long-context suites (LongBench-Chat needs a judge endpoint in the config)."""
     suites = [s.strip() for s in suite.split(",") if s.strip()] if suite else None
-    cfg = _config(preset, config, set_, "scoring", {"scoring.suites": suites})
+    cfg = _config(preset, config, set_, "scoring", {"scoring.suites": suites,
+                                                     "scoring.baseline": str(baseline) if baseline else None})
     from longalign.scoring import score as run
 
     stats = run(cfg.scoring, model, output, base_model=base_model, corpus=corpus, overwrite=overwrite)
@@ -194,18 +221,44 @@ def run(
                   f"{Path(summary['outputs']['scores']) / 'report.html'}")
 
 
+PipelineOpt = Annotated[str, typer.Option(
+    "--pipeline", help="longalign (training in one pod) or longalign-multinode (Kubeflow Trainer job).")]
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("pipelines/pipeline.yaml"),
     components_dir: Annotated[Optional[Path], typer.Option(
         help="Also write each stage component's YAML to DIR/<stage>/component.yaml.")] = None,
+    pipeline: PipelineOpt = "longalign",
 ) -> None:
     """Write the pipeline as KFP IR YAML (upload it in the KFP UI)."""
     from longalign.orchestrate import compile_components, compile_pipeline
 
-    typer.echo(f"wrote {compile_pipeline(output)}")
+    typer.echo(f"wrote {compile_pipeline(output, pipeline=pipeline)}")
     for path in compile_components(components_dir) if components_dir else []:
         typer.echo(f"wrote {path}")
+
+
+ParamOpt = Annotated[Optional[list[str]], typer.Option(
+    "--param", help="Pipeline parameter for this run, e.g. --param gpu_count=2 --param pvc_name=team-data "
+    "(value parsed as JSON when it parses).")]
+NamespaceOpt = Annotated[Optional[str], typer.Option(
+    help="Kubeflow profile namespace (multi-user Kubeflow); default: the client's context.")]
+ServiceAccountOpt = Annotated[Optional[str], typer.Option(
+    help="Service account the run's pods use, e.g. longalign-pipeline-runner; default: KFP's.")]
+
+
+def _params(items: Optional[list[str]]) -> dict[str, Any]:
+    from longalign.config import parse_value
+
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param {item!r}: expected NAME=VALUE")
+        params[key.strip()] = parse_value(value)
+    return params
 
 
 @app.command()
@@ -213,14 +266,18 @@ def submit(
     host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")],
     experiment: Annotated[str, typer.Option()] = "longalign",
     run_name: Annotated[Optional[str], typer.Option()] = None,
+    param: ParamOpt = None, namespace: NamespaceOpt = None, service_account: ServiceAccountOpt = None,
+    pipeline: PipelineOpt = "longalign",
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Run every task (default: each task's compiled caching setting).")] = False,
 ) -> None:
     """Start one pipeline run on a KFP endpoint (token from $LONGALIGN_KFP_TOKEN[_FILE])."""
     from longalign.orchestrate import submit as do_submit
 
-    run_id = do_submit(host, _config(preset, config, set_), experiment=experiment,
-                       run_name=run_name, enable_caching=not no_cache)
+    run_id = do_submit(host, _config(preset, config, set_), experiment=experiment, run_name=run_name,
+                       params=_params(param), enable_caching=False if no_cache else None,
+                       namespace=namespace, service_account=service_account, pipeline=pipeline)
     typer.echo(f"submitted run {run_id}")
 
 
@@ -231,14 +288,32 @@ def schedule(
     max_concurrency: Annotated[int, typer.Option(min=1)] = 1,
     experiment: Annotated[str, typer.Option()] = "longalign",
     name: Annotated[str, typer.Option(help="Recurring run name (replaced if it exists).")] = "longalign-retrain",
+    param: ParamOpt = None, namespace: NamespaceOpt = None, service_account: ServiceAccountOpt = None,
+    pipeline: PipelineOpt = "longalign",
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Upload a new pipeline version and create or replace a recurring retrain."""
     from longalign.orchestrate import schedule as do_schedule
 
     job_id = do_schedule(host, _config(preset, config, set_), cron=cron, experiment=experiment,
-                         job_name=name, max_concurrency=max_concurrency)
+                         job_name=name, max_concurrency=max_concurrency, params=_params(param),
+                         namespace=namespace, service_account=service_account, pipeline=pipeline)
     typer.echo(f"scheduled recurring run {job_id}")
+
+
+components_app = typer.Typer(no_args_is_help=True, help="Reusable stage components for other pipelines.")
+app.add_typer(components_app, name="components")
+
+
+@components_app.command("export")
+def components_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write <stage>/component.yaml, README, metadata.")],
+) -> None:
+    """Compile each stage component to its own YAML, with its README and metadata.json."""
+    from longalign.orchestrate import export_components
+
+    for path in export_components(directory):
+        typer.echo(f"wrote {path}")
 
 
 def _setup_logging() -> None:

@@ -29,24 +29,75 @@ class SourcingConfig(_Section):
     max_documents: int | None = Field(None, ge=1)
     seed: int = 0
     strict: bool = False  # the first unreadable input is fatal instead of a counted skip
+    # Quality filters (docs/sourcing.md); 0 / 1 switch a filter off.
+    min_alpha_fraction: float = Field(0.25, ge=0, le=1)  # letters among non-space characters
+    max_long_word_fraction: float = Field(0.5, ge=0, le=1)  # characters in 100+-character words
+    max_repeated_line_fraction: float = Field(0.5, ge=0, le=1)  # characters in repeated lines
+    # Near-duplicate removal (MinHash LSH); None switches it off.
+    near_dup_threshold: float | None = Field(0.8, gt=0, lt=1)  # estimated Jaccard similarity
+    near_dup_num_perm: int = Field(128, ge=16, le=1024)
+    near_dup_ngram: int = Field(5, ge=1, le=32)  # words per shingle
+    # Per-group shares of the output, e.g. {"code": 0.3, "books": 0.3, "short": 0.4}; a source's
+    # group is its ?group= option or the spec itself. Shares are normalised to sum to 1.
+    mix: dict[str, float] | None = None
+    mix_unit: Literal["tokens", "documents"] = "tokens"
 
     @model_validator(mode="after")
     def _check_range(self) -> "SourcingConfig":
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) > max_tokens ({self.max_tokens})")
+        if self.mix is not None and (not self.mix or any(v <= 0 for v in self.mix.values())):
+            raise ValueError("mix needs at least one group and every share must be > 0")
         return self
+
+
+class TeacherAPIConfig(_Section):
+    """An OpenAI-compatible chat-completions endpoint (generation.teacher = openai).
+
+    The API key is read from the environment variable named by ``api_key_env`` or from the file
+    at ``api_key_file`` (a mounted secret; wins when set); both null: no Authorization header.
+    """
+
+    base_url: str | None = None  # e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_file: str | None = None
+    concurrency: int = Field(8, ge=1, le=1024)  # requests in flight at once
+    timeout_seconds: float = Field(600.0, gt=0)  # per request
+    max_retries: int = Field(6, ge=0)  # on 429, 5xx, timeouts, dropped connections, malformed replies
+    backoff_seconds: float = Field(1.0, gt=0)  # first retry delay; doubles per retry, with jitter
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    max_retry_after_seconds: float = Field(600.0, gt=0)  # a longer Retry-After is cut to this
+    temperature: float = Field(0.0, ge=0, le=2)
+    chars_per_token: float = Field(3.5, gt=0)  # to fit documents into teacher_context_tokens
+    price_prompt_per_million: float = Field(0.0, ge=0)  # for the cost estimate in stats (any currency)
+    price_completion_per_million: float = Field(0.0, ge=0)
 
 
 class GenerationConfig(_Section):
     """Self-Instruct over long documents (LongAlign section 2) plus synthetic recall tasks."""
 
-    teacher: Literal["local", "synthetic"] = "local"
-    teacher_model: str = "embedded:smollm2"
+    teacher: Literal["local", "openai", "synthetic"] = "local"
+    teacher_model: str = "embedded:smollm2"  # local: a model spec; openai: the served model name
     teacher_documents: int | None = Field(None, ge=0)  # documents given to the teacher (None: all)
     synthetic_per_document: int = Field(0, ge=0)  # extra exact-answer recall tasks per document
     teacher_context_tokens: int = Field(6144, ge=256)  # longer documents are middle-truncated
     max_new_tokens: int = Field(256, ge=1)
+    api: TeacherAPIConfig = TeacherAPIConfig()
+    prompts_dir: str | None = None  # folder of prompt templates overriding the built-in ones
+    work_dir: str | None = None  # checkpoint folder kept across restarts (None: inside the output)
+    short_data: str | None = None  # short chats to mix in: a JSONL file or a folder of Parquet/JSONL
+    short_ratio: float = Field(0.0, ge=0)  # short chats per long sample
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> "GenerationConfig":
+        if self.teacher == "openai" and not self.api.base_url:
+            raise ValueError("teacher=openai needs api.base_url (e.g. http://host:8000/v1)")
+        if self.api.base_url and not self.api.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"api.base_url must start with http:// or https://, got {self.api.base_url!r}")
+        if self.short_ratio > 0 and not self.short_data:
+            raise ValueError("short_ratio > 0 needs short_data (a JSONL file of chats)")
+        return self
 
 
 class PackingConfig(_Section):
@@ -74,12 +125,63 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     seed: int = 0
+    # LM head + cross-entropy: "chunked" runs the head over at most ce_chunk_size target positions
+    # at a time (recomputed in backward); "liger" is Liger's fused kernel (GPU extra).
+    cross_entropy: Literal["chunked", "liger"] = "chunked"
+    ce_chunk_size: int = Field(2048, ge=1)
+    # "ddp" (also one process), "deepspeed" (deepspeed_config: zero2, zero3, zero3-offload or
+    # a JSON file) or "fsdp2"; bf16 applies on GPU only.
+    distributed: Literal["ddp", "deepspeed", "fsdp2"] = "ddp"
+    deepspeed_config: str = "zero3"
+    bf16: bool = True
+    checkpoint_dir: str | None = None  # None: a sibling of the output, "<output>.checkpoints"
+    checkpoint_every: int = Field(0, ge=0)  # optimizer steps between checkpoints (0: only SIGTERM)
+    checkpoints_kept: int = Field(2, ge=1)
+    resume: bool = False  # continue from the newest checkpoint in checkpoint_dir, if any
+    tensorboard_dir: str | None = None  # None: "tensorboard/" inside the output
+    peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU (None: known GPUs only)
+
+
+class EndpointConfig(_Section):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, KServe, a hosted API).
+
+    The API key comes from the file ``api_key_file`` (a mounted secret; wins when set) or the
+    environment variable named by ``api_key_env``; never from the command line or the config itself.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_file: str | None = None
+    max_concurrency: int = Field(4, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)  # HTTP retries on 429/5xx/timeouts (backoff, Retry-After)
+    context: int | None = Field(None, ge=64)  # served model's context in tokens (answerers only)
+    price_input_per_mtok: float = Field(0.0, ge=0)  # USD per million prompt tokens (cost estimate)
+    price_output_per_mtok: float = Field(0.0, ge=0)
+
+
+class LongBenchChatConfig(_Section):
+    """LongBench-Chat (LongAlign section 4) judged by an OpenAI-compatible chat model."""
+
+    data: str = "pinned"  # "pinned" (the pinned THUDM/LongAlign commit, cached) or a local directory
+    test_cases: str | None = None  # a test_cases.json path overriding the one in ``data``
+    test_cases_sha256: str | None = None  # expected digest of test_cases.json (checked when set)
+    judge: EndpointConfig | None = None
+    judge_runs: int = Field(2, ge=1)  # the paper: two runs, example order shuffled after the first
+    judge_retries: int = Field(2, ge=0)  # extra judge calls for a reply without a valid rating
+    max_new_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(1.0, ge=0)  # answer sampling (the benchmark samples at 1.0)
+    context: int | None = Field(None, ge=64)  # model context for middle truncation (default: model's)
+    flatten_newlines: bool = True  # the reference script judges answers with newlines as spaces
+    limit: int | None = Field(None, ge=1)  # score only the first N questions (smoke runs)
+    cache_dir: str | None = None  # judge-call and download cache (default: $LONGALIGN_CACHE/...)
 
 
 class ScoringConfig(_Section):
-    """Offline long-context checks (and, later, LongBench-Chat)."""
+    """Offline long-context checks and, with a judge endpoint, LongBench-Chat."""
 
-    suites: list[Literal["needle", "recall"]] = Field(
+    suites: list[Literal["needle", "recall", "longbench-chat"]] = Field(
         default_factory=lambda: ["needle", "recall"], min_length=1
     )
     lengths: list[int] = Field(default_factory=lambda: [2048, 4096], min_length=1)
@@ -88,6 +190,17 @@ class ScoringConfig(_Section):
     max_new_tokens: int = Field(32, ge=1)
     compare_base: bool = True
     seed: int = 0
+    endpoint: EndpointConfig | None = None  # answer with this served model instead of loading it
+    base_endpoint: EndpointConfig | None = None  # the same for the base model
+    baseline: str | None = None  # a previous run's scores.json (or its directory) to compare with
+    longbench_chat: LongBenchChatConfig = LongBenchChatConfig()
+
+    @model_validator(mode="after")
+    def _check_judge(self) -> "ScoringConfig":
+        if "longbench-chat" in self.suites and self.longbench_chat.judge is None:
+            raise ValueError("the longbench-chat suite needs longbench_chat.judge "
+                             "(an OpenAI-compatible endpoint: base_url and model)")
+        return self
 
 
 STAGES = ("sourcing", "generation", "packing", "training", "scoring")

@@ -41,6 +41,9 @@ def garbage_dir(tmp_path):
     (["train", "--packed", "{tmp}/garbage", "--preset", "tiny"], "garbage"),
     (["score", "--model", "{tmp}/missing", "--preset", "tiny"], "missing"),
     (["train", "--packed", "{tmp}/empty", "--set", "epochs=0", "--preset", "tiny"], "training.epochs"),
+    # a nested key in a stage command gets the stage's section in front of it
+    (["generate", "--corpus", "{tmp}/empty", "--set", "api.concurrency=0", "--preset", "tiny"],
+     "generation.api.concurrency"),
     (["run", "--preset", "tiny", "--set", "packing.strategy=best"], "packing.strategy"),
     (["run", "--config", "{tmp}/missing.yaml"], "missing.yaml"),
 ])
