@@ -51,26 +51,40 @@ class SourcingConfig(_Section):
         return self
 
 
-class TeacherAPIConfig(_Section):
-    """An OpenAI-compatible chat-completions endpoint (generation.teacher = openai).
+class _Endpoint(_Section):
+    """Fields every OpenAI-compatible chat-completions endpoint has (teacher, answerer, judge).
 
-    The API key is read from the environment variable named by ``api_key_env`` or from the file
-    at ``api_key_file`` (a mounted secret; wins when set); both null: no Authorization header.
+    The API key is read from the file at ``api_key_file`` (a mounted secret; wins when set) or the
+    environment variable named by ``api_key_env``; both null: no key is sent. Never from the command
+    line or the config itself (longalign.secrets).
     """
 
-    base_url: str | None = None  # e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)
     api_key_env: str | None = "OPENAI_API_KEY"
     api_key_file: str | None = None
     concurrency: int = Field(8, ge=1, le=1024)  # requests in flight at once
     timeout_seconds: float = Field(600.0, gt=0)  # per request
-    max_retries: int = Field(6, ge=0)  # on 429, 5xx, timeouts, dropped connections, malformed replies
+    max_retries: int = Field(6, ge=0)  # on 429, 5xx, timeouts, dropped connections
+    price_prompt_per_million: float = Field(0.0, ge=0)  # for the cost estimate in stats (any currency)
+    price_completion_per_million: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_url(self):
+        url = getattr(self, "base_url", None)
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+        return self
+
+
+class TeacherAPIConfig(_Endpoint):
+    """The generation teacher's endpoint (generation.teacher = openai; the model name is
+    generation.teacher_model). Retries back off exponentially with jitter and honour Retry-After."""
+
+    base_url: str | None = None  # e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)
     backoff_seconds: float = Field(1.0, gt=0)  # first retry delay; doubles per retry, with jitter
     backoff_max_seconds: float = Field(60.0, gt=0)
     max_retry_after_seconds: float = Field(600.0, gt=0)  # a longer Retry-After is cut to this
     temperature: float = Field(0.0, ge=0, le=2)
     chars_per_token: float = Field(3.5, gt=0)  # to fit documents into teacher_context_tokens
-    price_prompt_per_million: float = Field(0.0, ge=0)  # for the cost estimate in stats (any currency)
-    price_completion_per_million: float = Field(0.0, ge=0)
 
 
 class GenerationConfig(_Section):
@@ -93,8 +107,6 @@ class GenerationConfig(_Section):
     def _check_teacher(self) -> "GenerationConfig":
         if self.teacher == "openai" and not self.api.base_url:
             raise ValueError("teacher=openai needs api.base_url (e.g. http://host:8000/v1)")
-        if self.api.base_url and not self.api.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"api.base_url must start with http:// or https://, got {self.api.base_url!r}")
         if self.short_ratio > 0 and not self.short_data:
             raise ValueError("short_ratio > 0 needs short_data (a JSONL file of chats)")
         return self
@@ -142,23 +154,15 @@ class TrainingConfig(_Section):
     peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU (None: known GPUs only)
 
 
-class EndpointConfig(_Section):
-    """An OpenAI-compatible chat-completions endpoint (vLLM, TGI, KServe, a hosted API).
-
-    The API key comes from the file ``api_key_file`` (a mounted secret; wins when set) or the
-    environment variable named by ``api_key_env``; never from the command line or the config itself.
-    """
+class EndpointConfig(_Endpoint):
+    """A served model for scoring (vLLM, TGI, KServe, a hosted API): an answerer or the judge."""
 
     base_url: str
     model: str
-    api_key_env: str | None = "OPENAI_API_KEY"
-    api_key_file: str | None = None
-    max_concurrency: int = Field(4, ge=1)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)  # HTTP retries on 429/5xx/timeouts (backoff, Retry-After)
+    concurrency: int = Field(4, ge=1, le=1024)
+    timeout_seconds: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
     context: int | None = Field(None, ge=64)  # served model's context in tokens (answerers only)
-    price_input_per_mtok: float = Field(0.0, ge=0)  # USD per million prompt tokens (cost estimate)
-    price_output_per_mtok: float = Field(0.0, ge=0)
 
 
 class LongBenchChatConfig(_Section):

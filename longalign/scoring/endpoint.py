@@ -5,7 +5,7 @@ errors, honouring Retry-After). This module adds what scoring needs around it:
 
 - the API key from a mounted file or an environment variable (never a CLI argument; it is handed to
   the client only and never logged or written);
-- bounded concurrency (a thread pool of ``max_concurrency``);
+- bounded concurrency (a thread pool of ``concurrency``);
 - token usage and an estimated cost per endpoint (:class:`Usage`);
 - an optional on-disk cache keyed by the full request body (:class:`CallCache`), so re-running a
   judged evaluation costs nothing.
@@ -70,8 +70,8 @@ class Usage:
         self.calls += 1
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
-        self.cost_usd += (reply.prompt_tokens * config.price_input_per_mtok
-                          + reply.completion_tokens * config.price_output_per_mtok) / 1e6
+        self.cost_usd += (reply.prompt_tokens * config.price_prompt_per_million
+                          + reply.completion_tokens * config.price_completion_per_million) / 1e6
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -122,7 +122,7 @@ class CallCache:
 
 
 class Endpoint:
-    """Chat completions from one OpenAI-compatible endpoint, ``max_concurrency`` at a time."""
+    """Chat completions from one OpenAI-compatible endpoint, ``concurrency`` at a time."""
 
     def __init__(self, config: EndpointConfig, *, cache: CallCache | None = None,
                  what: str = "the endpoint"):
@@ -133,7 +133,7 @@ class Endpoint:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._client = openai.OpenAI(base_url=config.base_url, api_key=api_key(config, what),
-                                     timeout=config.timeout, max_retries=config.max_retries)
+                                     timeout=config.timeout_seconds, max_retries=config.max_retries)
 
     def body(self, messages: list[dict], *, temperature: float, max_tokens: int | None = None) -> dict:
         """The request body sent for ``messages`` (also the cache key's content)."""
@@ -156,11 +156,11 @@ class Endpoint:
         return reply
 
     def complete_many(self, bodies: list[dict], attempts: list[int] | None = None) -> list[Reply]:
-        """Replies for ``bodies`` in order, at most ``max_concurrency`` requests in flight."""
+        """Replies for ``bodies`` in order, at most ``concurrency`` requests in flight."""
         attempts = attempts or [0] * len(bodies)
-        if len(bodies) <= 1 or self.config.max_concurrency == 1:
+        if len(bodies) <= 1 or self.config.concurrency == 1:
             return [self.complete(b, a) for b, a in zip(bodies, attempts)]
-        with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(self.complete, bodies, attempts))
 
     def _call(self, body: dict) -> Reply:

@@ -118,8 +118,8 @@ class Scripted:
 
 def judge_config(fake, tmp_path, **extra):
     judge = EndpointConfig(base_url=fake.url, model="judge", api_key_env="LONGALIGN_TEST_KEY",
-                           max_concurrency=3, max_retries=2, price_input_per_mtok=10.0,
-                           price_output_per_mtok=30.0)
+                           concurrency=3, max_retries=2, price_prompt_per_million=10.0,
+                           price_completion_per_million=30.0)
     return LongBenchChatConfig(data=str(tmp_path / "data"), judge=judge, cache_dir=str(tmp_path / "cache"),
                                **extra)
 
@@ -239,7 +239,7 @@ def test_unreachable_judge_leaves_questions_unscored_and_the_report_says_so(tmp_
         port = s.getsockname()[1]
     write_cases(tmp_path / "data", [1, 2], shared_lbc)
     judge = EndpointConfig(base_url=f"http://127.0.0.1:{port}/v1", model="judge",
-                           api_key_env="LONGALIGN_TEST_KEY", max_retries=0, timeout=5)
+                           api_key_env="LONGALIGN_TEST_KEY", max_retries=0, timeout_seconds=5)
     config = LongBenchChatConfig(data=str(tmp_path / "data"), judge=judge, judge_retries=1,
                                  cache_dir=str(tmp_path / "cache"))
     endpoint = Endpoint(judge, cache=CallCache(tmp_path / "cache"))
