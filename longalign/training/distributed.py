@@ -4,6 +4,12 @@ Launch with ``torchrun`` (or ``accelerate launch``): each process runs ``longali
 this module reads the usual torch.distributed environment (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT). DeepSpeed configs are built in (:data:`DEEPSPEED_PRESETS`, the same
 as the JSON files under configs/training/) or read from a JSON file.
+
+FSDP2 is applied here with torch's ``fully_shard`` (:func:`shard_fsdp2`), not through
+accelerate's FSDP plugin: accelerate selects FSDP only on GPU launches (on CPU it would wrap
+the model in DDP and ignore the plugin), so the same code path runs on CPU (gloo) and GPU.
+accelerate still sets up the process group, devices, RNG states and collectives; the sharded
+model and its optimizer are never passed to ``accelerator.prepare``.
 """
 
 from __future__ import annotations
@@ -96,12 +102,7 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
             raise UserError("distributed=deepspeed needs the deepspeed package") from None
         from accelerate.utils import DeepSpeedPlugin
 
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # deepspeed still wants a process group
-            os.environ.setdefault("RANK", "0")
-            os.environ.setdefault("LOCAL_RANK", "0")
-            os.environ.setdefault("WORLD_SIZE", "1")
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        _single_process_env()  # deepspeed still wants a process group
         ds = deepspeed_config(config.deepspeed_config)
         stage3 = ds.get("zero_optimization", {}).get("stage") == 3
         # ZeRO-3: from_pretrained then partitions weights while loading (zero.Init)
@@ -111,15 +112,11 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
 
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
     elif config.distributed == "fsdp2":
-        if not cuda:
-            raise UserError("distributed=fsdp2 needs CUDA GPUs (accelerate runs FSDP on GPUs "
-                            "only); use ddp or deepspeed here")
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
-            fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-            reshard_after_forward=True, state_dict_type="FULL_STATE_DICT",
-            activation_checkpointing=False)
+        # fully_shard needs a process group even for one process; accelerate then creates it
+        # (gloo on CPU, nccl on GPU). bf16 comes from FSDP's MixedPrecisionPolicy, not autocast.
+        _single_process_env()
+        kwargs["mixed_precision"] = "no"
+        kwargs["cpu"] = not cuda
     else:
         # Without cpu=True accelerate only detects a multi-process launch when a GPU is present;
         # every torchrun rank would then silently train alone on all the data.
@@ -130,6 +127,66 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
         raise RuntimeError(f"launched {launched} processes but accelerate sees only one")
     set_seed(seed)
     return accelerator
+
+
+def _single_process_env() -> None:
+    """The torch.distributed variables of a one-process group, unless a launcher set them."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks (the classes transformers lists in ``_no_split_modules``,
+    e.g. ``LlamaDecoderLayer``), innermost first."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in reversed(list(model.modules()))
+            if m is not model and type(m).__name__ in names]
+
+
+def shard_fsdp2(model: torch.nn.Module, accelerator: Any,
+                config: TrainingConfig | None = None) -> torch.nn.Module:
+    """Apply FSDP2 in place: ``fully_shard`` on each decoder layer, then on the root (which
+    takes the embeddings, final norm and LM head). Layers free their gathered parameters after
+    forward and gather them again in backward; gradients are reduce-scattered (averaged over
+    ranks, like DDP) after every backward. On GPU with ``bf16`` parameters are gathered and
+    computed in bf16, gradients reduced in fp32, and the sharded fp32 weights stay the master
+    copy. Build the optimizer after this (its parameters are the sharded DTensors)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    config = config or TrainingConfig()
+    device = accelerator.device
+    layers = decoder_layers(model)
+    if not layers:
+        raise UserError(f"distributed=fsdp2: {type(model).__name__} names no decoder layer class "
+                        "(_no_split_modules); use ddp or deepspeed")
+    mesh = init_device_mesh(device.type, (accelerator.num_processes,))
+    policy = MixedPrecisionPolicy()
+    if device.type == "cuda" and config.bf16:
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def is_fsdp2_model(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict of an FSDP2 model on CPU, on the main process (empty
+    elsewhere). Every rank must call it: the shards are all-gathered."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
 
 
 def _free_port() -> int:

@@ -1,9 +1,11 @@
 """The optimisation loop: exact loss totals per optimizer step, explicit gradient accumulation.
 
-accelerate's Accelerator wraps the model (DDP when several processes run) and the optimizer;
-the step plan (schedule.py) decides what each rank runs. Gradient accumulation is done here, not
-by accelerate, because the loss must not be divided by the number of micro-batches: every
-micro-batch loss already carries the step's totals (loss.py explains why this is exact).
+accelerate's Accelerator wraps the model (DDP when several processes run, or DeepSpeed) and the
+optimizer; with ``distributed: fsdp2`` the model is sharded with ``fully_shard`` instead
+(distributed.py) and accelerate does not wrap it. The step plan (schedule.py) decides what each
+rank runs. Gradient accumulation is done here, not by accelerate, because the loss must not be
+divided by the number of micro-batches: every micro-batch loss already carries the step's
+totals (loss.py explains why this is exact).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from longalign.config import TrainingConfig
 from longalign.progress import track
 from longalign.training.attention import ATTN_NAME
 from longalign.training.data import Batch, PackedData
-from longalign.training.distributed import is_deepspeed
+from longalign.training.distributed import is_deepspeed, is_fsdp2_model, shard_fsdp2
 from longalign.training.head import find_loss_head
 from longalign.training.loss import loss_targets, per_sequence_loss, weighted_cross_entropy
 from longalign.training.schedule import StepPlan
@@ -100,7 +102,13 @@ def micro_batch_loss(model: torch.nn.Module, batch: Batch, *, mode: str, num_seq
 
 
 def _sync_context(accelerator: Any, model: Any, last: bool) -> Any:
-    """Gradients are synchronised on a step's last micro-batch only."""
+    """Gradients are synchronised on a step's last micro-batch only (DDP, DeepSpeed).
+
+    FSDP2 reduce-scatters after every micro-batch instead and sums the sharded gradients: the
+    same sum (reduce-scatter is linear) without holding the whole model's unsharded gradients
+    between micro-batches, which would cost what sharding saves."""
+    if is_fsdp2_model(model):
+        return contextlib.nullcontext()
     if is_deepspeed(accelerator):  # accelerate passes this to DeepSpeed as the step boundary
         accelerator.gradient_state._set_sync_gradients(last)
         return contextlib.nullcontext()
@@ -128,7 +136,7 @@ def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
             loss, seq_losses = micro_batch_loss(
                 model, batch, mode=config.loss, num_sequences=plan.num_sequences,
                 num_tokens=plan.num_tokens, attn_implementation=attn_implementation)
-            # x world: DDP averages gradients over ranks; x weight: fillers contribute nothing.
+            # x world: DDP and FSDP average gradients over ranks; x weight: fillers add nothing.
             accelerator.backward(loss * (world * slot.weight))
         if slot.weight:
             local_loss += loss.detach().double().cpu()
@@ -193,22 +201,27 @@ def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan]
 
     flop_counter = FlopCounter(accelerator.unwrap_model(model))
     peak = device_peak_tflops(config.peak_tflops)
+    fsdp2 = config.distributed == "fsdp2"
+    if fsdp2:  # shard first: the optimizer holds the sharded parameters
+        model = shard_fsdp2(model, accelerator, config)
     optimizer = build_optimizer(model, config)
     warmup = round(config.warmup_ratio * len(plans))
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, len(plans))
     # The scheduler is not prepared (accelerate would step it once per process) but registered,
     # so that save_state/load_state include it.
     accelerator.register_for_checkpointing(scheduler)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not fsdp2:  # FSDP2: model and optimizer stay unwrapped (checkpoint.py saves them)
+        model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     vocab = getattr(getattr(accelerator.unwrap_model(model), "config", None), "vocab_size", None)
     world = accelerator.num_processes
     run_key = run_key or {}
     results: list[StepResult] = []
+    sharded = (model, optimizer) if fsdp2 else None
     if checkpoints is not None and config.resume:
         found = list_checkpoints(checkpoints)
         if found:
-            progress = load_checkpoint(accelerator, found[-1], run_key)
+            progress = load_checkpoint(accelerator, found[-1], run_key, sharded)
             results = [_result_from_json(r) for r in progress["results"]]
         else:
             log.info("no checkpoint in %s: starting from step 0", checkpoints)
@@ -217,7 +230,8 @@ def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan]
         assert checkpoints is not None
         progress = {"step": step, "run": run_key,
                     "results": [dataclasses.asdict(r) for r in results]}
-        return save_checkpoint(accelerator, checkpoints, step, progress, config.checkpoints_kept)
+        return save_checkpoint(accelerator, checkpoints, step, progress, config.checkpoints_kept,
+                               sharded)
 
     with StopFlag() as stop:
         for plan in track(plans[len(results):], "training steps"):

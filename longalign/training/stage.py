@@ -19,7 +19,7 @@ from longalign.training.attention import prepare_for_packed_training, select_att
 from longalign.training.checkpoint import checkpoint_root
 from longalign.training.data import PackedData
 from longalign.training.distributed import make_accelerator as _make_accelerator
-from longalign.training.distributed import zero_stage
+from longalign.training.distributed import full_state_dict, is_fsdp2_model, zero_stage
 from longalign.training.head import install_loss_head, remove_loss_head
 from longalign.training.loop import run_training
 from longalign.training.metrics import TensorBoard, device_peak_tflops
@@ -151,7 +151,10 @@ def _save(accelerator: Any, prepared: Any, model: str, tmp: Path | None, use_cac
     """Gather the full weights (all ranks; ZeRO-3/FSDP shard them) and save on the main one."""
     net = accelerator.unwrap_model(prepared)
     remove_loss_head(net)
-    state_dict = accelerator.get_state_dict(prepared)
+    if is_fsdp2_model(prepared):  # gathered to CPU on the main process only
+        state_dict = full_state_dict(prepared)
+    else:
+        state_dict = accelerator.get_state_dict(prepared)
     if tmp is None:
         return
     if gradient_checkpointing:

@@ -9,6 +9,7 @@ characters of the user message, or nothing when the user message contains ``SAY-
 """
 
 import json
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "longbench_chat"
+# The benchmark's own judge files (Apache-2.0, THUDM/LongAlign at the pinned commit) sit beside the
+# project in ../shared; LONGALIGN_TEST_LBC_DIR points elsewhere (or nowhere, to test the fallback).
+SHARED = Path(os.environ.get("LONGALIGN_TEST_LBC_DIR")
+              or Path(__file__).resolve().parents[3] / "shared" / "data" / "longbench_chat")
 KEY = "sk-test-NEVER-LOG-THIS-4f1c"
 
 
@@ -108,8 +112,34 @@ def fake_openai(monkeypatch):
     server.close()
 
 
+def write_stand_in_judge_files(folder: Path) -> Path:
+    """Judge files of the benchmark's shape (a 9-slot template ending in "Rating: ", 50 x 3 scored
+    examples) in our own words, for checkouts without ../shared: every test of the protocol runs,
+    only the checks against the real files' text and digests need the real files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    answer = "[Assistant's answer begins]\n{}\n[Assistant's answer ends]\n"  # what the fake judge reads
+    template = ("Judge how well the answer below responds to a question about a long text.\n\n"
+                "Question:\n{}\n\nReference:\n{}\n\nScored examples:\n\n"
+                + (answer + "\nRating: [[{}]]\n\n") * 3
+                + "Now the answer to judge:\n\n" + answer + "\nRating: ")
+    (folder / "prompt_fs.txt").write_text(template, encoding="utf-8")
+    shots = [[{"answer": f"Example answer {k} for question {i + 1}.", "score": 2 + 3 * k + i % 2}
+              for k in range(3)] for i in range(50)]
+    (folder / "few_shots.json").write_text(json.dumps(shots), encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
-def shared_lbc():
+def real_lbc():
+    """The benchmark's real judge files; tests of their exact text and digests skip without them."""
     if not (SHARED / "few_shots.json").is_file():
-        pytest.skip(f"the shared LongBench-Chat files are not at {SHARED}")
+        pytest.skip(f"the real LongBench-Chat judge files are not at {SHARED}")
     return SHARED
+
+
+@pytest.fixture
+def shared_lbc(tmp_path_factory):
+    """The real judge files when present, else stand-ins of the same shape."""
+    if (SHARED / "few_shots.json").is_file():
+        return SHARED
+    return write_stand_in_judge_files(tmp_path_factory.mktemp("lbc"))

@@ -31,7 +31,8 @@ def write_cases(folder, idxs, shared=None):
     return folder
 
 
-def test_judge_prompt_matches_the_template_slot_by_slot(tmp_path, shared_lbc):
+def test_judge_prompt_matches_the_template_slot_by_slot(tmp_path, real_lbc):
+    shared_lbc = real_lbc
     bench = load_benchmark(LongBenchChatConfig(data=str(shared_lbc),
                                                test_cases=str(write_cases(tmp_path, [1, 2, 3]) / "test_cases.json")))
     template = (shared_lbc / "prompt_fs.txt").read_text(encoding="utf-8")

@@ -96,7 +96,8 @@ def test_local_checksum_mismatch_and_missing_files(tmp_path, shared_lbc):
         load(tmp_path / "nowhere")
 
 
-def test_pinned_files_are_checked_in_the_cache(tmp_path, shared_lbc):
+def test_pinned_files_are_checked_in_the_cache(tmp_path, real_lbc):
+    shared_lbc = real_lbc
     cache = tmp_path / "cache"
     pinned = cache / "longbench_chat" / PINNED_COMMIT
     make_data(pinned, shared_lbc)
