@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -203,18 +204,22 @@ def run(
 
     cfg = _config(preset, config, set_)
     summary = run_local(cfg, root, enable_caching=not no_cache)
-    console = Console()
+    console = Console(soft_wrap=True)  # full paths, even in a narrow or non-tty terminal
+    order = list(OUTPUT_STAGE)
     table = Table(title="artifacts")
     table.add_column("stage")
     table.add_column("output")
-    table.add_column("path")
-    for name, path in summary["outputs"].items():
+    table.add_column("path", overflow="fold")
+    for name, path in sorted(summary["outputs"].items(),
+                             key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
         table.add_row(OUTPUT_STAGE.get(name, ""), name, path)
     console.print(table)
-    scores = Table(title="scores")
+    # one number per suite here (fine-tuned, base, difference); the per-cell values are in the report
+    headline = {k: v for k, v in summary.get("scores", {}).items() if not re.search(r"_\d+(_d\d+)?$", k)}
+    scores = Table(title="scores (per length and depth: see the report)")
     scores.add_column("metric")
     scores.add_column("value", justify="right")
-    for key, value in sorted(summary.get("scores", {}).items()):
+    for key, value in sorted(headline.items()):
         scores.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(scores)
     console.print(f"pipeline finished in {summary['seconds']} s; report: "

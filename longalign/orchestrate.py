@@ -31,6 +31,7 @@ OUTPUT_STAGE = {
     "model": "training",
     "scores": "scoring",
     "report": "scoring",
+    "metrics": "scoring",
 }
 
 
