@@ -6,8 +6,9 @@ With FSDP2 accelerate does not hold the model and optimizer: they go to ``fsdp2/
 torch.distributed.checkpoint (each rank writes its own shards, loading reshards); the rest is
 the same. ``progress-<rank>.json`` holds the next step to run and the per-step results so far.
 The data position is the step index: the step plan is a pure function of the data, seed and
-world size (schedule.py), so a resumed run runs exactly the steps that were left. A checkpoint is written under a temporary name and
-renamed when complete (the directory must be shared by all nodes); only ``kept`` are kept.
+world size (schedule.py), so a resumed run runs exactly the steps that were left. A checkpoint
+is written under a temporary name and renamed when complete (the directory must be shared by all
+nodes); only ``kept`` are kept.
 
 SIGTERM (what Kubernetes sends before killing a pod, and what torchrun forwards to its workers)
 only sets a flag: the current optimizer step finishes, all ranks agree to stop (an all-reduce of

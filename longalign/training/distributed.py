@@ -112,9 +112,8 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
 
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
     elif config.distributed == "fsdp2":
-        # fully_shard needs a process group even for one process; accelerate then creates it
-        # (gloo on CPU, nccl on GPU). bf16 comes from FSDP's MixedPrecisionPolicy, not autocast.
-        _single_process_env()
+        # accelerate only sets up processes and devices (gloo on CPU, as for DDP); the model is
+        # sharded by shard_fsdp2. bf16 comes from FSDP's MixedPrecisionPolicy, not autocast.
         kwargs["mixed_precision"] = "no"
         kwargs["cpu"] = not cuda
     else:
@@ -155,6 +154,7 @@ def shard_fsdp2(model: torch.nn.Module, accelerator: Any,
     ranks, like DDP) after every backward. On GPU with ``bf16`` parameters are gathered and
     computed in bf16, gradients reduced in fp32, and the sharded fp32 weights stay the master
     copy. Build the optimizer after this (its parameters are the sharded DTensors)."""
+    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -164,6 +164,9 @@ def shard_fsdp2(model: torch.nn.Module, accelerator: Any,
     if not layers:
         raise UserError(f"distributed=fsdp2: {type(model).__name__} names no decoder layer class "
                         "(_no_split_modules); use ddp or deepspeed")
+    if not dist.is_initialized():  # one process, no launcher: a private group of one rank
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                store=dist.HashStore(), rank=0, world_size=1)
     mesh = init_device_mesh(device.type, (accelerator.num_processes,))
     policy = MixedPrecisionPolicy()
     if device.type == "cuda" and config.bf16:
@@ -185,8 +188,18 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     elsewhere). Every rank must call it: the shards are all-gathered."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                cpu_offload=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    # Each name of a shared (tied) parameter comes back as its own copy; share them again so
+    # that save_pretrained recognises the tie and writes the matrix once, as without FSDP.
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for tied in names.values():
+        for name in tied[1:]:
+            if tied[0] in state and name in state:
+                state[name] = state[tied[0]]
+    return state
 
 
 def _free_port() -> int:

@@ -51,10 +51,22 @@ def test_the_8b_run_config_loads():
     assert t.deepspeed_config in DEEPSPEED_PRESETS
 
 
-def test_fsdp2_without_a_gpu_is_a_user_error(tmp_path, monkeypatch):
-    from longalign.config import TrainingConfig
-    from longalign.training.distributed import make_accelerator
+def test_fsdp2_shards_each_decoder_layer_and_refuses_models_without_them():
+    """fsdp2 wraps the classes transformers names in _no_split_modules; a model naming none cannot be
+    sharded layer by layer and is refused with one line."""
+    import torch
+    from training_helpers import tiny_llama
 
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with pytest.raises(UserError, match="fsdp2 needs CUDA"):
-        make_accelerator(0, TrainingConfig(distributed="fsdp2"))
+    from longalign.training.distributed import decoder_layers, shard_fsdp2
+
+    layers = decoder_layers(tiny_llama())
+    assert [type(m).__name__ for m in layers] == ["LlamaDecoderLayer"] * 2
+    assert decoder_layers(torch.nn.Linear(2, 2)) == []
+
+    class CPU:
+        device = torch.device("cpu")
+        num_processes = 1
+
+    with pytest.raises(UserError, match="names no decoder layer class"):
+        shard_fsdp2(torch.nn.Linear(2, 2), CPU())
+    assert not torch.distributed.is_initialized()  # refused before any process group exists
