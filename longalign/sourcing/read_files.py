@@ -136,16 +136,22 @@ class StdlibReader(IndexedReader):
             yield Record(name, text, meta, "python")
 
 
+def _directory(spec: str, path: str) -> Path:
+    """The folder a ``dir:`` or ``git:`` spec names; a missing path or a file is a UserError."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise UserError(f"source {spec!r}: path not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"source {spec!r}: not a directory: {root}")
+    return root
+
+
 class DirReader(IndexedReader):
     """Every regular file under a directory, recursively, in sorted path order."""
 
     def __init__(self, spec: str, path: str, source: Optional[SourceSpec] = None) -> None:
         super().__init__(spec, source)
-        self.root = Path(path).expanduser()
-        if not self.root.exists():
-            raise UserError(f"source {spec!r}: path not found: {self.root}")
-        if not self.root.is_dir():
-            raise UserError(f"source {spec!r}: not a directory: {self.root}")
+        self.root = _directory(spec, path)
         self.files: list[Path] = []
 
     def index(self) -> list[Rejection]:
@@ -197,11 +203,7 @@ class GitReader(IndexedReader):
 
     def __init__(self, spec: str, path: str, source: Optional[SourceSpec] = None) -> None:
         super().__init__(spec, source)
-        self.root = Path(path).expanduser()
-        if not self.root.exists():
-            raise UserError(f"source {spec!r}: path not found: {self.root}")
-        if not self.root.is_dir():
-            raise UserError(f"source {spec!r}: not a directory: {self.root}")
+        self.root = _directory(spec, path)
         self.max_file_bytes = self.source.get("max_file_bytes", GIT_MAX_FILE_BYTES)
         self.max_doc_bytes = self.source.get("max_doc_bytes", GIT_MAX_DOC_BYTES)
         self.roots: list[Path] = []
