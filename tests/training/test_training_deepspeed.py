@@ -16,9 +16,9 @@ from training_helpers import make_samples, one_thread, write_packed  # noqa: F40
 from longalign.config import TrainingConfig
 from longalign.models import resolve_model
 
-# slow: two processes, DeepSpeed start-up and, on first use, a build of its CPU shm comm op
-# (minutes on a busy 2-core machine; about 20 s here once built). Run with -m slow.
-pytestmark = pytest.mark.slow
+# Part of the default suite: two processes, DeepSpeed start-up and, on first use, a build of its
+# CPU shm comm op into $TORCH_EXTENSIONS_DIR (about 55 s on an idle 2-core machine with an empty
+# extension cache, about 20 s once built).
 
 MODEL = "embedded:tiny"
 CONFIG = dict(epochs=2, learning_rate=1e-2, warmup_ratio=0.0, gradient_accumulation_steps=1,
