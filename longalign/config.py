@@ -67,6 +67,11 @@ class _Endpoint(_Section):
     price_prompt_per_million: float = Field(0.0, ge=0)  # for the cost estimate in stats (any currency)
     price_completion_per_million: float = Field(0.0, ge=0)
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Estimated cost of this usage at the configured prices (per million tokens)."""
+        return (prompt_tokens * self.price_prompt_per_million
+                + completion_tokens * self.price_completion_per_million) / 1e6
+
     @model_validator(mode="after")
     def _check_url(self):
         url = getattr(self, "base_url", None)

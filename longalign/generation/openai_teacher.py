@@ -48,12 +48,6 @@ def read_api_key(api) -> str | None:
     return _read_api_key(api.api_key_file, api.api_key_env, "generation.api")
 
 
-def estimate_cost(api, prompt_tokens: int, completion_tokens: int) -> float:
-    """Cost of the given usage at the configured prices (per million tokens)."""
-    return round(prompt_tokens / 1e6 * api.price_prompt_per_million
-                 + completion_tokens / 1e6 * api.price_completion_per_million, 6)
-
-
 class OpenAITeacher:
     """The teacher interface (see ``teachers.py``) over an OpenAI-compatible endpoint."""
 

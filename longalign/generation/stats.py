@@ -22,9 +22,7 @@ REJECT_REASONS = (
 def _cost(config: GenerationConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
     if config.teacher != "openai":
         return None
-    from longalign.generation.openai_teacher import estimate_cost
-
-    return estimate_cost(config.api, prompt_tokens, completion_tokens)
+    return round(config.api.cost(prompt_tokens, completion_tokens), 6)
 
 
 def build_stats(config: GenerationConfig, *, rows: int, documents: list, teacher_docs: int,

@@ -70,8 +70,7 @@ class Usage:
         self.calls += 1
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
-        self.cost_usd += (reply.prompt_tokens * config.price_prompt_per_million
-                          + reply.completion_tokens * config.price_completion_per_million) / 1e6
+        self.cost_usd += config.cost(reply.prompt_tokens, reply.completion_tokens)
 
     def as_dict(self) -> dict:
         data = asdict(self)

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 API_KEY = "sk-test-0123456789abcdef-secret"
+KEY_ENV = "LONGALIGN_TEST_TEACHER_KEY"  # the variable the tests name in api_key_env
 
 
 def body_key(messages: list[dict]) -> str:

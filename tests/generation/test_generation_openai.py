@@ -3,24 +3,14 @@
 import logging
 
 import pytest
-from fake_openai_server import API_KEY, FakeOpenAI, body_key, canned_reply
+from fake_openai_server import API_KEY, KEY_ENV, body_key, canned_reply
 
 from longalign.config import TeacherAPIConfig
 from longalign.errors import UserError
 from longalign.generation.openai_teacher import OpenAITeacher, TeacherStopped, read_api_key
 
-KEY_ENV = "LONGALIGN_TEST_TEACHER_KEY"
 
-
-@pytest.fixture
-def server():
-    with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv(KEY_ENV, API_KEY)
+pytestmark = pytest.mark.usefixtures("teacher_key")
 
 
 def _api(server, **kw) -> TeacherAPIConfig:

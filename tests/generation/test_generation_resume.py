@@ -11,26 +11,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from fake_openai_server import API_KEY, FakeOpenAI
+from fake_openai_server import API_KEY, KEY_ENV
 
 from longalign.config import GenerationConfig, TeacherAPIConfig
 from longalign.errors import UserError
 from longalign.generation import generate
 from longalign.generation.checkpoint import Checkpoint
 
-KEY_ENV = "LONGALIGN_TEST_TEACHER_KEY"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def server():
-    with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv(KEY_ENV, API_KEY)
+pytestmark = pytest.mark.usefixtures("teacher_key")
 
 
 def _config(server, **api) -> GenerationConfig:
