@@ -121,11 +121,6 @@ def load_short_chats(source: str | os.PathLike) -> tuple[list[tuple[tuple[str, s
     return chats, skips
 
 
-def short_samples(source: str | os.PathLike, ratio: float, long_samples: int, seed: int) -> tuple[list[Sample], dict]:
-    """``round(ratio * long_samples)`` short chats of ``source`` drawn with the seed, and their stats."""
-    return draw_short(*load_short_chats(source), ratio, long_samples, seed)
-
-
 def draw_short(chats: list[tuple[tuple[str, str], ...]], skips: Counter, ratio: float, long_samples: int,
                seed: int) -> tuple[list[Sample], dict]:
     """``round(ratio * long_samples)`` of the loaded ``chats`` drawn with the seed, and their stats."""

@@ -82,10 +82,6 @@ def is_deepspeed(accelerator: Any) -> bool:
     return str(accelerator.distributed_type).endswith("DEEPSPEED")
 
 
-def is_fsdp(accelerator: Any) -> bool:
-    return str(accelerator.distributed_type).endswith("FSDP")
-
-
 def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
     """An Accelerator for ``config.distributed`` with seeded RNGs."""
     from accelerate import Accelerator

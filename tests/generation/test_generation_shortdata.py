@@ -9,7 +9,7 @@ import pytest
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
 from longalign.generation import generate
-from longalign.generation.shortdata import load_short_chats, normalize_chat, short_samples
+from longalign.generation.shortdata import draw_short, load_short_chats, normalize_chat
 
 
 def _chat(i):
@@ -64,13 +64,13 @@ def test_parquet_folder_is_read(tmp_path):
 
 def test_draw_is_seeded_without_replacement_and_reports_shortfall(tmp_path):
     path = _write_jsonl(tmp_path / "short.jsonl", [_chat(i) for i in range(20)])
-    a, stats = short_samples(path, 0.5, 10, seed=0)
-    b, _ = short_samples(path, 0.5, 10, seed=0)
-    c, _ = short_samples(path, 0.5, 10, seed=1)
+    a, stats = draw_short(*load_short_chats(path), 0.5, 10, seed=0)
+    b, _ = draw_short(*load_short_chats(path), 0.5, 10, seed=0)
+    c, _ = draw_short(*load_short_chats(path), 0.5, 10, seed=1)
     assert stats == {"available": 20, "requested": 5, "used": 5, "skipped": {}}
     assert [s.id for s in a] == [s.id for s in b] and [s.id for s in a] != [s.id for s in c]
     assert len({s.doc_id for s in a}) == 5
-    everything, stats = short_samples(path, 3.0, 10, seed=0)
+    everything, stats = draw_short(*load_short_chats(path), 3.0, 10, seed=0)
     assert stats["requested"] == 30 and stats["used"] == 20
 
 
