@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -214,12 +213,11 @@ def run(
                              key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
         table.add_row(OUTPUT_STAGE.get(name, ""), name, path)
     console.print(table)
-    # one number per suite here (fine-tuned, base, difference); the per-cell values are in the report
-    headline = {k: v for k, v in summary.get("scores", {}).items() if not re.search(r"_\d+(_d\d+)?$", k)}
+    # one number per suite (fine-tuned, base, difference); the per-cell values are in the report
     scores = Table(title="scores (per length and depth: see the report)")
     scores.add_column("metric")
     scores.add_column("value", justify="right")
-    for key, value in sorted(headline.items()):
+    for key, value in sorted(summary.get("scores", {}).items()):
         scores.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(scores)
     console.print(f"pipeline finished in {summary['seconds']} s; report: "

@@ -117,7 +117,7 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     summary: dict[str, Any] = {"seconds": round(seconds, 1), "root": str(root), "outputs": outputs}
     scores_stats = Path(outputs["scores"]) / "stats.json"
     if scores_stats.is_file():
-        summary["scores"] = json.loads(scores_stats.read_text()).get("metrics", {})
+        summary["scores"] = json.loads(scores_stats.read_text()).get("headline", {})
     return summary
 
 

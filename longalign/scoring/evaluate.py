@@ -110,6 +110,24 @@ def suite_metrics(suite: str, summary: dict) -> dict[str, float]:
     return out
 
 
+def headline_key(suite: str) -> str:
+    """The metric holding a suite's one number (``needle_accuracy``, ``longbench_chat_score``)."""
+    return f"{metric_name(suite)}_{'score' if suite == 'longbench-chat' else 'accuracy'}"
+
+
+def headline_metrics(results: dict[str, dict], flat: dict[str, float]) -> dict[str, float]:
+    """What a run summary shows, taken from the flat ``metrics``: each suite's one number for each
+    model (``needle_accuracy``, ``base_needle_accuracy``), ``<suite>_delta`` and, against a
+    baseline, ``<suite>_vs_baseline``; the per-cell values stay in ``metrics`` and the report."""
+    keys = []
+    for label, result in results.items():
+        prefix = "" if label == "model" else f"{label}_"
+        keys += [prefix + headline_key(suite) for suite in result["suites"]]
+    for suite in results.get("model", {}).get("suites", {}):
+        keys += [f"{metric_name(suite)}_delta", f"{metric_name(suite)}_vs_baseline"]
+    return {k: flat[k] for k in keys if k in flat}
+
+
 def metrics(results: dict[str, dict]) -> dict[str, float]:
     """Flat KFP metrics: per suite its headline (``needle_accuracy``, ``recall_accuracy``,
     ``longbench_chat_score``) and per-cell values (``needle_<length>_d<depth%>``,

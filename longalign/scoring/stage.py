@@ -15,7 +15,7 @@ from longalign.scoring.answerer import Answerer, TransformersAnswerer
 from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
 from longalign.scoring.endpoint import Endpoint, api_key
-from longalign.scoring.evaluate import evaluate, metrics
+from longalign.scoring.evaluate import evaluate, headline_metrics, metrics
 from longalign.scoring.haystack import Haystack, HaystackSource, load_source
 from longalign.scoring.longbench import SUITE as LBC, judge_endpoint, run_suite
 from longalign.scoring.longbench_data import Benchmark, load_benchmark
@@ -123,8 +123,10 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
     flat = metrics(results)
     if comparison:
         flat.update(baseline_metrics(comparison))
+    headline = headline_metrics(results, flat)
     stats = {
         "metrics": flat,
+        "headline": headline,
         "models": {label: {"spec": r["spec"], "seconds": r["seconds"],
                            "truncated_prompts": r["truncated_prompts"],
                            "cases": {s: v["cases"] for s, v in r["suites"].items()},

@@ -116,6 +116,8 @@ def test_all_suites_through_endpoints_with_report_and_baseline(tmp_path, tiny_mo
     assert len(fake_openai.judge_requests()) == calls  # every judge call came from the cache
     assert again["judge_usage"]["cached_calls"] == 8 and again["judge_usage"]["cost_usd"] == 0
     assert again["metrics"]["longbench_chat_vs_baseline"] == 0 and again["metrics"]["needle_vs_baseline"] == 0
+    assert again["headline"]["longbench_chat_score"] == 5 and again["headline"]["longbench_chat_vs_baseline"] == 0
+    assert "needle_384_d50" in again["metrics"] and "needle_384_d50" not in again["headline"]
     assert {r["verdict"] for r in again["baseline"]["suites"]} == {"same"}
     out = tmp_path / "second"
     parser = _Parse()

@@ -138,6 +138,9 @@ def test_report_from_an_injected_answerer(tmp_path):
     stats = write_outputs(tmp_path, config, results, source.info, 1.0)
     assert stats["metrics"] == metrics(results)
     assert stats["metrics"]["needle_delta"] == 1.0 and stats["metrics"]["recall_delta"] == 1.0
+    # the run summary's numbers: one per suite and model, and the difference
+    assert stats["headline"] == {"needle_accuracy": 1.0, "recall_accuracy": 1.0, "base_needle_accuracy": 0.0,
+                                 "base_recall_accuracy": 0.0, "needle_delta": 1.0, "recall_delta": 1.0}
     _check_html(tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "+1.00" in html and "oracle" in html and "silent" in html
