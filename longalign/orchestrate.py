@@ -11,8 +11,9 @@ import os
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from longalign.config import STAGES, RunConfig
 from longalign.errors import UserError
@@ -148,10 +149,12 @@ def _client(host: str):
         raise UserError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from None
 
 
-def _compiled_package(pipeline: str) -> Path:
-    _pipeline(pipeline)  # an unknown name is a user error before anything is sent
-    directory = Path(tempfile.mkdtemp(prefix="longalign-"))
-    return compile_pipeline(directory / "pipeline.yaml", pipeline=pipeline)
+@contextmanager
+def _compiled_package(pipeline: str) -> Iterator[Path]:
+    """The pipeline compiled into a temporary folder, removed when the block ends."""
+    _pipeline(pipeline)  # an unknown name is a user error before anything is written or sent
+    with tempfile.TemporaryDirectory(prefix="longalign-") as directory:
+        yield compile_pipeline(Path(directory) / "pipeline.yaml", pipeline=pipeline)
 
 
 _PARAM_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": (int, float), "BOOLEAN": bool,
@@ -195,22 +198,22 @@ def submit(host: str, config: RunConfig, *, experiment: str = "longalign", run_n
     ``enable_caching=None`` keeps each task's compiled caching setting (see pipelines/platform.py);
     False re-runs every task.
     """
-    package = _compiled_package(pipeline)
-    arguments = run_arguments(config, package, params)
-    client = _client(host)
-    try:
-        result = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=arguments,
-            run_name=run_name or f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
-            experiment_name=experiment,
-            namespace=namespace,
-            enable_caching=enable_caching,
-            service_account=service_account,
-        )
-    except Exception as exc:
-        raise UserError(f"submitting the run failed: {_api_error(exc)}") from None
-    return result.run_id
+    with _compiled_package(pipeline) as package:
+        arguments = run_arguments(config, package, params)
+        client = _client(host)
+        try:
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                run_name=run_name or f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
+                experiment_name=experiment,
+                namespace=namespace,
+                enable_caching=enable_caching,
+                service_account=service_account,
+            )
+        except Exception as exc:
+            raise UserError(f"submitting the run failed: {_api_error(exc)}") from None
+        return result.run_id
 
 
 def _api_error(exc: Exception) -> str:
@@ -252,35 +255,35 @@ def schedule(host: str, config: RunConfig, *, cron: str, experiment: str = "long
     fields = cron.split()
     if len(fields) != 6:
         raise UserError(f"--cron needs 6 fields (seconds minutes hours day month weekday), got {cron!r}")
-    package = _compiled_package(pipeline)
-    arguments = run_arguments(config, package, params)
-    client = _client(host)
-    try:
-        pipeline_id, version_id = _upload_version(client, package, namespace, pipeline)
-        experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
-        same_name = json.dumps({"predicates": [
-            {"operation": "EQUALS", "key": "display_name", "stringValue": job_name}]})
-        existing = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, filter=same_name)
-        for job in existing.recurring_runs or []:
-            if job.display_name == job_name:
-                log.info("replacing recurring run %s (%s)", job_name, job.recurring_run_id)
-                client.delete_recurring_run(job.recurring_run_id)
-        job = client.create_recurring_run(
-            experiment_id=experiment_id,
-            job_name=job_name,
-            cron_expression=cron,
-            max_concurrency=max_concurrency,
-            no_catchup=True,
-            params=arguments,
-            pipeline_id=pipeline_id,
-            version_id=version_id,
-            service_account=service_account,
-        )
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"scheduling failed: {_api_error(exc)}") from None
-    return job.recurring_run_id
+    with _compiled_package(pipeline) as package:
+        arguments = run_arguments(config, package, params)
+        client = _client(host)
+        try:
+            pipeline_id, version_id = _upload_version(client, package, namespace, pipeline)
+            experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
+            same_name = json.dumps({"predicates": [
+                {"operation": "EQUALS", "key": "display_name", "stringValue": job_name}]})
+            existing = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, filter=same_name)
+            for job in existing.recurring_runs or []:
+                if job.display_name == job_name:
+                    log.info("replacing recurring run %s (%s)", job_name, job.recurring_run_id)
+                    client.delete_recurring_run(job.recurring_run_id)
+            job = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=job_name,
+                cron_expression=cron,
+                max_concurrency=max_concurrency,
+                no_catchup=True,
+                params=arguments,
+                pipeline_id=pipeline_id,
+                version_id=version_id,
+                service_account=service_account,
+            )
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"scheduling failed: {_api_error(exc)}") from None
+        return job.recurring_run_id
 
 
 def export_components(directory: str | os.PathLike) -> list[Path]:

@@ -267,6 +267,15 @@ def test_multinode_pipeline_is_submitted_and_scheduled_under_its_own_name(kfp_se
     assert only(kfp_server, "POST", f"{API}/pipelines/upload")["query"]["name"] == ["longalign-multinode"]
 
 
+def test_submit_removes_its_compiled_package(kfp_server, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli(["submit", "--host", kfp_server.host, "--preset", "tiny"]) == 0
+    assert b"pipelineInfo" in json.dumps(body(only(kfp_server, "POST", f"{API}/runs"))).encode()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_pipeline_is_one_line_error_before_any_request(kfp_server, capsys):
     assert cli(["submit", "--host", kfp_server.host, "--preset", "tiny", "--pipeline", "longalign-huge"]) == 2
     err = capsys.readouterr().err
