@@ -177,11 +177,16 @@ class LongBenchChatConfig(_Section):
     test_cases: str | None = None  # a test_cases.json path overriding the one in ``data``
     test_cases_sha256: str | None = None  # expected digest of test_cases.json (checked when set)
     judge: EndpointConfig | None = None
-    judge_runs: int = Field(2, ge=1)  # the paper: two runs, example order shuffled after the first
-    judge_retries: int = Field(2, ge=0)  # extra judge calls for a reply without a valid rating
+    judge_runs: int = Field(2, ge=1, description="judge runs per answer, each with the three examples "
+                            "in a seeded shuffled order (the paper: two)")
+    judge_retries: int = Field(4, ge=0, description="extra judge calls for a reply without a rating "
+                               "(eval.py makes up to 5 calls in all); then the run is reported unjudged")
     max_new_tokens: int = Field(1024, ge=1)
     temperature: float = Field(1.0, ge=0)  # answer sampling (the benchmark samples at 1.0)
-    context: int | None = Field(None, ge=64)  # model context for middle truncation (default: model's)
+    context: int = Field(64000, ge=64, description="raw-prompt tokens kept before middle truncation "
+                         "(eval.py's max_length); smaller when the model's window needs it")
+    seed: int = Field(42, description="sampling seed set before every question's answer "
+                      "(eval.py: seed_everything(42) per question)")
     flatten_newlines: bool = True  # the reference script judges answers with newlines as spaces
     limit: int | None = Field(None, ge=1)  # score only the first N questions (smoke runs)
     cache_dir: str | None = None  # judge-call and download cache (default: $LONGALIGN_CACHE/...)

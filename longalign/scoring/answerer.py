@@ -80,7 +80,8 @@ class TransformersAnswerer:
         return other
 
     def with_generation(self, max_new_tokens: int, temperature: float, seed: int = 0) -> "TransformersAnswerer":
-        """The same model with this budget, sampling at ``temperature`` (seeded) when it is > 0."""
+        """The same model with this budget, sampling at ``temperature`` when it is > 0, with ``seed``
+        set before every prompt."""
         other = self.with_budget(max_new_tokens)
         other.max_new_tokens = max_new_tokens
         other.limit = max(16, self.window - max_new_tokens)
@@ -98,10 +99,7 @@ class TransformersAnswerer:
         self.prompt_tokens = [len(x) for x in ids]
         self.reused_tokens = 0
         if self.temperature > 0:
-            import torch
-
-            torch.manual_seed(self.seed)
-            return self._answer_batched(ids)
+            return self._answer_seeded(ids)
         if self.prefix_cache:
             return self._answer_sequential(ids)
         return self._answer_batched(ids)
@@ -209,6 +207,18 @@ class TransformersAnswerer:
                 rows.append((prev_kv, first, keep))
             for i, new in zip(chunk, self._decode_batch(rows)):
                 answers[i] = self._decode(new)
+        return answers
+
+    def _answer_seeded(self, ids: list[list[int]]) -> list[str]:
+        """Sampled answers, one prompt at a time with the seed set before each (so an answer does not
+        depend on which other prompts share its batch: LongBench-Chat's fixed seed per question)."""
+        import torch
+
+        answers = []
+        for x in track(ids, "answering"):
+            torch.manual_seed(self.seed)
+            out = self._generate(torch.tensor([x]), torch.ones((1, len(x)), dtype=torch.long))
+            answers.append(self._decode(out[0, len(x):]))
         return answers
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:

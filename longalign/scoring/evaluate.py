@@ -95,7 +95,8 @@ def suite_metrics(suite: str, summary: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     if suite == "longbench-chat":
         values = {"score": summary.get("score"), "reference_sum": summary.get("reference_sum"),
-                  "unscored": summary.get("unscored"), "empty_answers": summary.get("empty_answers")}
+                  "unjudged": summary.get("unjudged"), "empty_answers": summary.get("empty_answers"),
+                  "out_of_scale": summary.get("out_of_scale")}
         values.update({f"run{r['run']}_mean": r["mean"] for r in summary.get("runs", [])})
         values.update({f"{lang}_score": v["score"] for lang, v in summary.get("languages", {}).items()})
         return {f"{name}_{k}": round(float(v), 6) for k, v in values.items() if v is not None}

@@ -1,4 +1,14 @@
-"""The LongBench-Chat suite: answer the benchmark's long prompts, then rate the answers with a judge."""
+"""The LongBench-Chat suite: answer the benchmark's long prompts, then rate the answers with a judge.
+
+Answers follow eval.py's ``get_predictions``: the raw ``prompt`` (no chat template yet) is measured in
+the model's tokens without special tokens; when longer than ``max_length`` it keeps its first and
+last ``int(max_length / 2)`` tokens, each half decoded on its own (special tokens skipped) and the two
+texts joined directly; only then is it wrapped in the model's chat template as one user message.
+``max_length`` is ``longbench_chat.context`` (eval.py's default 64,000) or, when the model's window
+cannot hold that plus the template and the answer budget, what it can hold (reported). Every answer
+is sampled at ``temperature`` with up to ``max_new_tokens`` new tokens and the same fixed seed
+(eval.py calls ``seed_everything(42)`` before each question).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +16,17 @@ import logging
 from pathlib import Path
 
 from longalign.config import LongBenchChatConfig
+from longalign.errors import UserError
 from longalign.models import cache_root
 from longalign.scoring.answerer import Answerer
+from longalign.scoring.chat import count_tokens
 from longalign.scoring.endpoint import CallCache, Endpoint
-from longalign.scoring.judge import EMPTY_RATING, flatten, judge
+from longalign.scoring.judge import flatten, judge
 from longalign.scoring.longbench_data import Benchmark
 
 log = logging.getLogger("longalign")
 SUITE = "longbench-chat"
+MIN_BUDGET = 64  # raw-prompt tokens below which the model's window is refused as too small
 
 
 def judge_endpoint(config: LongBenchChatConfig) -> Endpoint:
@@ -22,41 +35,79 @@ def judge_endpoint(config: LongBenchChatConfig) -> Endpoint:
     return Endpoint(config.judge, cache=CallCache(root / "judge"), what="scoring.longbench_chat.judge")
 
 
-def answer(bench: Benchmark, answerer: Answerer, config: LongBenchChatConfig,
-           seed: int) -> tuple[list[str], int]:
-    """One answer per question (sampled at ``config.temperature``, up to ``config.max_new_tokens``)
-    and how many prompts were middle-truncated."""
+def truncate_prompt(tokenizer, prompt: str, max_length: int) -> tuple[str, bool]:
+    """eval.py's middle truncation of a raw prompt: ``(text, truncated)``."""
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if len(ids) <= max_length:
+        return prompt, False
+    half = int(max_length / 2)
+    return (tokenizer.decode(ids[:half], skip_special_tokens=True)
+            + tokenizer.decode(ids[-half:], skip_special_tokens=True)), True
+
+
+def prompt_budget(config: LongBenchChatConfig, tokenizer, window: int) -> dict:
+    """How many raw-prompt tokens an answer may see: ``context``, or less when the model's window
+    minus the chat template and the answer budget is smaller."""
+    template = count_tokens(tokenizer, [{"role": "user", "content": ""}])
+    room = window - config.max_new_tokens - template
+    if room < MIN_BUDGET:
+        raise UserError(f"LongBench-Chat: the model's {window}-token window leaves {room} tokens for the "
+                        f"prompt after {config.max_new_tokens} new tokens and {template} template tokens; "
+                        "lower scoring.longbench_chat.max_new_tokens")
+    budget = min(config.context, room)
+    return {"context": config.context, "window": window, "template_tokens": template, "budget": budget,
+            "limited_by": "context" if config.context <= room else "window"}
+
+
+def answer(bench: Benchmark, answerer: Answerer, config: LongBenchChatConfig) -> tuple[list[str], dict]:
+    """One answer per question (module docstring) and the truncation facts: ``budget`` (see
+    prompt_budget, absent for an answerer without a tokenizer) and ``truncated`` prompts."""
     if hasattr(answerer, "with_generation"):
-        who = answerer.with_generation(config.max_new_tokens, config.temperature, seed)
+        who = answerer.with_generation(config.max_new_tokens, config.temperature, config.seed)
     elif hasattr(answerer, "with_budget"):
         who = answerer.with_budget(config.max_new_tokens)
     else:
         who = answerer
-    got = who.answer([[{"role": "user", "content": q.prompt}] for q in bench.questions])
+    prompts = [q.prompt for q in bench.questions]
+    facts: dict = {"truncated": 0}
+    tokenizer, window = getattr(who, "tokenizer", None), getattr(who, "window", None)
+    if tokenizer is not None and window:
+        facts.update(prompt_budget(config, tokenizer, int(window)))
+        cut = [truncate_prompt(tokenizer, p, facts["budget"]) for p in prompts]
+        prompts = [text for text, _ in cut]
+        facts["truncated"] = sum(was for _, was in cut)
+        if facts["truncated"]:
+            log.info("LongBench-Chat: %d of %d prompts middle-truncated to %d tokens (limited by the %s)",
+                     facts["truncated"], len(prompts), facts["budget"], facts["limited_by"])
+    got = who.answer([[{"role": "user", "content": p}] for p in prompts])
     if len(got) != len(bench.questions):
         raise RuntimeError(f"the answerer returned {len(got)} answers for {len(bench.questions)} prompts")
     answers = [a if isinstance(a, str) else "" for a in got]
-    truncated = getattr(who, "truncated", 0)
+    facts["answerer_truncated"] = getattr(who, "truncated", 0)  # a seam that re-tokenised longer
     empty = sum(not a.strip() for a in answers)
     if empty:
-        log.warning("LongBench-Chat: %d of %d answers are empty (rated %d without a judge call)",
-                    empty, len(answers), EMPTY_RATING)
-    return answers, truncated
+        log.warning("LongBench-Chat: %d of %d answers are empty (judged as they are, as eval.py does)",
+                    empty, len(answers))
+    return answers, facts
 
 
 def run_suite(bench: Benchmark, answerer: Answerer, endpoint: Endpoint, config: LongBenchChatConfig,
               seed: int) -> dict:
-    """Answers and judge ratings of one model; the summary of judge.summarise plus answering facts."""
-    answers, truncated = answer(bench, answerer, config, seed)
+    """Answers and judge ratings of one model: judge.summarise plus answering facts. ``seed`` seeds
+    the judge runs' example orders; answers use ``config.seed``."""
+    answers, facts = answer(bench, answerer, config)
     predictions = [flatten(a) if config.flatten_newlines else a.strip() for a in answers]
     before = endpoint.usage.as_dict()
     summary = judge(bench, predictions, endpoint, runs=config.judge_runs, retries=config.judge_retries,
                     seed=seed)
     after = endpoint.usage.as_dict()
     summary["judge_usage"] = {k: round(after[k] - before[k], 6) for k in after}
-    summary["truncated"] = truncated
+    summary["truncated"] = facts["truncated"]
+    summary["truncation"] = facts
+    summary["sampling"] = {"temperature": config.temperature, "max_new_tokens": config.max_new_tokens,
+                           "seed": config.seed, "per_question_seed": True}
     summary["cases"] = summary["questions"]
     if summary["score"] is not None:
-        log.info("LongBench-Chat score %.2f over %d question(s) (%d unscored)", summary["score"],
-                 summary["scored"], summary["unscored"])
+        log.info("LongBench-Chat score %.2f over %d question(s) (%d unjudged)", summary["score"],
+                 summary["scored"], summary["unjudged"])
     return summary

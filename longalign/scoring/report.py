@@ -103,10 +103,15 @@ def _longbench_html(results: dict[str, dict], stats: dict) -> str:
         note += "; <b>partial benchmark: not comparable with published scores</b>"
     if info.get("modified_files"):
         note += f"; modified files: {html.escape(', '.join(info['modified_files']))}"
-    parts.append(f"<p>{note}. Score: mean over questions of the mean of the judge runs (run 0 in the "
-                 "file's example order, later runs shuffled); the reference sum is run 0's total, as "
-                 "the benchmark's own script prints it. Unrated replies are retried and never count as 0."
-                 "</p>")
+    parts.append(f"<p>{note}. Score: mean over questions of the mean of the judged runs (every run "
+                 "shows the examples in a seeded shuffled order), the paper's number; the reference sum "
+                 "is what the benchmark's script prints for one run (here the runs' mean sum). A reply "
+                 "without a rating is retried; a run still without one is unjudged, never 0.</p>")
+    trunc = [f"{html.escape(l)}: {t['truncated']} prompt(s) middle-truncated to {t['budget']} tokens "
+             f"(limited by the {t['limited_by']})" for l in labels
+             for t in [results[l]["suites"]["longbench-chat"].get("truncation", {})] if "budget" in t]
+    if trunc:
+        parts.append("<p>Truncation: " + "; ".join(trunc) + ".</p>")
     rows = []
     for label in labels:
         s = results[label]["suites"]["longbench-chat"]
@@ -185,7 +190,7 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
                 for label, r in results.items() for suite, summary in sorted(r["suites"].items())
                 for n, what in ((summary.get("empty_answers", 0), "empty answer(s)"),
                                 (summary.get("truncated", 0), "middle-truncated prompt(s)"),
-                                (summary.get("unscored", 0), "question(s) without a valid judge rating"))
+                                (summary.get("unjudged", 0), "question(s) unjudged (no judge rating in any run)"))
                 if n]
     if warnings:
         parts.append("<p><b>Check:</b> " + "; ".join(warnings) + ".</p>")
@@ -244,7 +249,7 @@ def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, floa
             text += (f"\nLongBench-Chat ({label}): score {_fmt(lbc['score'], 2) or '-'} over {lbc['scored']}/"
                      f"{lbc['questions']} questions; runs " + " / ".join(_fmt(x["mean"], 2) or "-" for x in lbc["runs"])
                      + f"; reference sum {_fmt(lbc['reference_sum'], 1) or '-'}; "
-                     f"empty answers {lbc['empty_answers']}.\n")
+                     f"unjudged {lbc['unjudged']}; empty answers {lbc['empty_answers']}.\n")
     if comparison:
         table = [(x["suite"], f"{x['baseline']:.3f}", f"{x['current']:.3f}", f"{x['delta']:+.3f}", x["verdict"])
                  for x in comparison["suites"]]

@@ -93,13 +93,11 @@ def _model_context(spec: str) -> int | None:
 
 def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answerer:
     endpoint = config.endpoint if label == "model" else config.base_endpoint
-    context = config.longbench_chat.context
-    if endpoint is not None:
+    if endpoint is not None:  # its own ``context`` wins over the checkpoint's window
         log.info("answering with %s at %s", endpoint.model, endpoint.base_url)
-        return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens,
-                              context=context or _model_context(spec),
+        return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens, context=_model_context(spec),
                               what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
-    return TransformersAnswerer(load_model(spec), tokenizer, config.max_new_tokens, context=context)
+    return TransformersAnswerer(load_model(spec), tokenizer, config.max_new_tokens)
 
 
 def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,

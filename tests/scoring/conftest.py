@@ -3,9 +3,10 @@
 Model ``judge`` behaves like a LongBench-Chat judge, keyed on the answer it is asked to rate:
 ``ANSWER n`` -> a reply mentioning an example's rating first and ending in ``[[n]]``; ``MIRROR`` ->
 the score of the first example shown; ``FLAKY`` -> no rating on the first call of a prompt, ``[[6]]``
-after; ``NORATING`` -> never a rating; ``RANGE`` -> ``[[11]]``; ``RATE429`` -> HTTP 429 once, then
-``[[4]]``. Any other model is a served model under test: it answers ``tail:`` plus the last 40
-characters of the user message, or nothing when the user message contains ``SAY-NOTHING``.
+after; ``NORATING`` -> never a rating; ``RANGE`` -> ``[[11]]``; ``ONE-RUN n`` -> ``[[n]]`` for the
+first prompt seen with this answer, no rating for any other (one judge run of two stays unjudged);
+``RATE429`` -> HTTP 429 once, then ``[[4]]``. Any other model is a served model under test: it
+answers ``tail:`` plus the last 40 characters of the user message, or nothing when the user message contains ``SAY-NOTHING``.
 """
 
 import json
@@ -30,6 +31,7 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.auth: list[str] = []
         self.seen: dict[str, int] = {}
+        self.first: dict[str, str] = {}
         self.lock = threading.Lock()
         owner = self
 
@@ -92,6 +94,9 @@ class FakeOpenAI:
             return 200, "I refuse to give a number. [[rating]]"
         if answer == "RANGE":
             return 200, "Outstanding! [[11]]"
+        if answer.startswith("ONE-RUN "):  # rates only the first prompt it sees for this answer
+            first = self.first.setdefault(answer, prompt)
+            return 200, (f"[[{answer.split()[1]}]]" if prompt == first else "No verdict this time.")
         if answer == "RATE429":
             return (429, "") if count == 1 else (200, "[[4]]")
         return 200, "[[5]]"

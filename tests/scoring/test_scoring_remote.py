@@ -160,8 +160,10 @@ def test_longbench_chat_with_the_local_model(tmp_path, tiny_model, shared_lbc, f
     stats = score(config, tiny_model, tmp_path / "out")
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     lbc = scores["models"]["model"]["suites"]["longbench-chat"]
-    assert [a["ratings"] for a in lbc["answers"]] == [[1] if a["empty"] else [5] for a in lbc["answers"]]
-    assert stats["judge_usage"]["calls"] == 2 - lbc["empty_answers"]
+    assert [a["ratings"] for a in lbc["answers"]] == [[5], [5]]  # empty answers are judged too
+    assert stats["judge_usage"]["calls"] == 2
+    assert lbc["sampling"] == {"temperature": 1.0, "max_new_tokens": 6, "seed": 42, "per_question_seed": True}
+    assert lbc["truncation"]["truncated"] == 0 and lbc["truncation"]["limited_by"] == "window"
     assert stats["metrics"]["longbench_chat_score"] == lbc["score"]
     assert "needle.png" not in {p.name for p in (tmp_path / "out").iterdir()}
     again = score(config, tiny_model, tmp_path / "again")  # same seed: same sampled answers, all cached
