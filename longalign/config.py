@@ -207,6 +207,9 @@ class ScoringConfig(_Section):
     endpoint: EndpointConfig | None = None  # answer with this served model instead of loading it
     base_endpoint: EndpointConfig | None = None  # the same for the base model
     baseline: str | None = None  # a previous run's scores.json (or its directory) to compare with
+    contamination: Literal["mark", "refuse"] = Field(
+        "mark", description="a suite sharing a task format with the fine-tuning data (e.g. recall/kv "
+        "after kv_retrieval training samples): mark it in the report, or refuse to score")
     longbench_chat: LongBenchChatConfig = LongBenchChatConfig()
 
     @model_validator(mode="after")

@@ -47,3 +47,19 @@ def test_changing_packing_reruns_packing_and_downstream_only(runs):
         assert b[name] != a[name], name
     meta = json.loads((Path(b["packed"]) / "meta.json").read_text())
     assert meta["max_len"] == 1536
+
+
+def test_training_data_formats_reach_scoring_and_the_guard_fires(runs):
+    """The tiny preset trains on synthetic kv_retrieval and needle chats: the formats travel from
+    the chats through packing and training into scoring, which marks the suites sharing them."""
+    out = runs[0]["outputs"]
+    tasks = json.loads((Path(out["chats"]) / "stats.json").read_text())["samples"]["by_task"]
+    assert tasks.get("kv_retrieval", 0) > 0
+    meta = json.loads((Path(out["packed"]) / "meta.json").read_text())
+    assert meta["data_tasks"] == tasks
+    assert json.loads((Path(out["model"]) / "stats.json").read_text())["data_tasks"] == tasks
+    verdict = json.loads((Path(out["scores"]) / "stats.json").read_text())["contamination"]
+    assert verdict["data_tasks"] == tasks and verdict["mode"] == "mark"
+    assert {"suite": "recall", "task": "kv", "training_task": "kv_retrieval",
+            "samples": tasks["kv_retrieval"]} in verdict["shared"]
+    assert "recall/kv shares the format of" in (Path(out["scores"]) / "report.html").read_text()

@@ -24,6 +24,9 @@ class Tally:
         self.skipped: Counter[str] = Counter()
         self.examples: list[dict[str, str]] = []
         self.truncated = 0
+        # chats read per ``task`` column value (the data's task formats, carried on to training and
+        # scoring, whose contamination guard compares them with its suites)
+        self.tasks: Counter[str] = Counter()
 
     def skip(self, sample_id: str, reason: str, detail: str = "") -> None:
         self.skipped[reason] += 1
@@ -70,6 +73,7 @@ def build_stats(*, tally: Tally, strategy: str, max_len: int, batch_size: int, l
         "length_histogram": length_histogram(lengths, max_len),
         "samples_per_row": {str(k): v for k, v in sorted(per_row.items())},
         "files": files,
+        "data_tasks": dict(sorted(tally.tasks.items())),
     }
     stats["metrics"] = {
         "samples_in": stats["samples_in"],

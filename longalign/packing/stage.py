@@ -73,7 +73,10 @@ def _records(files: list[pq.ParquetFile], tally: Tally) -> Iterator[tuple[str, o
     """(id, messages) of every chat, streamed; rows without an id are counted and skipped."""
     n = 0
     for f in files:
-        for batch in f.iter_batches(batch_size=READ_BATCH, columns=list(REQUIRED_COLUMNS)):
+        columns = list(REQUIRED_COLUMNS) + (["task"] if "task" in f.schema_arrow.names else [])
+        for batch in f.iter_batches(batch_size=READ_BATCH, columns=columns):
+            if "task" in columns:
+                tally.tasks.update(str(t) for t in batch.column("task").to_pylist() if t)
             for sample_id, messages in zip(batch.column("id").to_pylist(),
                                            batch.column("messages").to_pylist()):
                 tally.samples_in += 1
@@ -165,6 +168,7 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
             "batches": stats["batches"],
             "samples": stats["samples_packed"],
             "tokens": stats["tokens"],
+            "data_tasks": stats["data_tasks"],
             "config": config.model_dump(),
         }
         write_json(Path(tmp) / "meta.json", meta)

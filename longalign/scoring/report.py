@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from longalign.io import markdown_table
+from longalign.scoring.contamination import contamination_notes
 from longalign.scoring.evaluate import headline
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}
@@ -194,6 +195,11 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
                 if n]
     if warnings:
         parts.append("<p><b>Check:</b> " + "; ".join(warnings) + ".</p>")
+    shared = contamination_notes(stats.get("contamination"))
+    if shared:
+        parts.append("<p><b>Contaminated (the fine-tuning data held the same task format; a gain "
+                     "there is not evidence of long-context ability):</b> "
+                     + html.escape("; ".join(shared)) + ".</p>")
     if comparison:
         parts.append(_baseline_html(comparison))
     if "needle" in suites:
@@ -222,7 +228,7 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
 
 
 def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, float],
-                   comparison: dict | None = None) -> None:
+                   comparison: dict | None = None, contamination: dict | None = None) -> None:
     """A short Markdown summary (suite headlines, deltas against the base and the baseline)."""
     results = dict(_ordered(results))
     labels = list(results)
@@ -257,5 +263,8 @@ def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, floa
                  + markdown_table(table, ("suite", "baseline", "this run", "delta", "verdict")))
         if comparison["config_changes"]:
             text += "\nNot like-for-like: " + "; ".join(comparison["config_changes"]) + "\n"
+    shared = contamination_notes(contamination)
+    if shared:
+        text += "\nContaminated (same task format in the fine-tuning data): " + "; ".join(shared) + ".\n"
     text += "\nSee report.html for the needle heatmap and every answer.\n"
     path.write_text(text, encoding="utf-8")

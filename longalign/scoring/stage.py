@@ -14,6 +14,7 @@ from longalign.models import load_model, load_tokenizer, resolve_model
 from longalign.scoring.answerer import Answerer, TransformersAnswerer
 from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
+from longalign.scoring.contamination import guard
 from longalign.scoring.endpoint import Endpoint, api_key
 from longalign.scoring.evaluate import evaluate, headline_metrics, metrics
 from longalign.scoring.haystack import Haystack, HaystackSource, load_source
@@ -144,7 +145,7 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
     if png:
         (out / "needle.png").write_bytes(png)
     write_html(out / "report.html", results, stats, png, comparison)
-    write_markdown(out / "report.md", results, flat, comparison)
+    write_markdown(out / "report.md", results, flat, comparison, stats.get("contamination"))
     return stats
 
 
@@ -170,6 +171,7 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
     for what, endpoint in (("scoring.endpoint", config.endpoint), ("scoring.base_endpoint", config.base_endpoint)):
         if endpoint is not None:
             api_key(endpoint, what)  # a missing key fails before any work
+    contamination = guard(list(config.suites), str(model), config.contamination)
     baseline = baseline or config.baseline
     previous = load_baseline(baseline) if baseline else None
     bench = load_benchmark(config.longbench_chat) if LBC in config.suites else None
@@ -183,9 +185,9 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
                 continue
             log.info("scoring %s (%s)", label, spec)
             results[label] = _score_one(config, label, spec, source, bench, judge)
-        extra = {}
+        extra = {"contamination": contamination}
         if bench:
-            extra = {"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict()}
+            extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict()})
         comparison = compare(results["model"], config.model_dump(), previous) if previous else None
         stats = write_outputs(tmp, config, results, source.info if source else {},
                               time.monotonic() - start, comparison=comparison, extra=extra)

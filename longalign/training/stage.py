@@ -103,6 +103,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
             "cross_entropy": config.cross_entropy,
             "attn_implementation": attn, "micro_batches": len(data.batches), "rows": data.rows,
             "samples": data.samples, "samples_without_targets": data.samples_without_targets,
+            "data_tasks": data.meta.get("data_tasks"),  # task formats of the data, for scoring
             "filler_micro_batches": sum(1 for p in plans for r in p.slots for s in r
                                         if not s.weight),
             "epochs": max(p.epoch for p in plans) + 1, "seed": config.seed,

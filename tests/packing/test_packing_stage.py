@@ -307,3 +307,14 @@ def test_duplicate_ids_survive_hash_collisions(tokenizer, tmp_path, monkeypatch)
         assert duplicates(store).tolist() == [2, 4, 5]  # later copies only, never "c"
     finally:
         store.release()
+
+
+def test_task_formats_of_the_chats_are_carried_in_stats_and_meta(tmp_path):
+    chats = [dict(sample(i, 8), task="kv_retrieval" if i % 3 == 0 else "general") for i in range(9)]
+    stats = run(write_chats(tmp_path / "chats", chats), tmp_path / "out")
+    assert stats["data_tasks"] == {"general": 6, "kv_retrieval": 3}
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["data_tasks"] == stats["data_tasks"]
+    plain = [{k: v for k, v in s.items() if k in ("id", "messages")} for s in chats]
+    (tmp_path / "plain").mkdir()
+    pq.write_table(pa.Table.from_pylist(plain), tmp_path / "plain" / "samples-00000.parquet")
+    assert run(tmp_path / "plain", tmp_path / "out2")["data_tasks"] == {}  # no task column: none known

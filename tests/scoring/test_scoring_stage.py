@@ -144,3 +144,26 @@ def test_report_from_an_injected_answerer(tmp_path):
     _check_html(tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "+1.00" in html and "oracle" in html and "silent" in html
+
+
+def test_contamination_guard_refuses_or_marks_a_suite_sharing_a_training_format(tmp_path):
+    from longalign.models import resolve_model
+    from longalign.scoring.contamination import guard
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(resolve_model("embedded:tiny"), checkpoint)
+    (checkpoint / "stats.json").write_text(json.dumps({"data_tasks": {"general": 5, "kv_retrieval": 3}}))
+    config = ScoringConfig(suites=["recall"], lengths=[384], recall_samples=1, compare_base=False,
+                           contamination="refuse")
+    with pytest.raises(UserError, match=r"recall/kv shares the format of 3 kv_retrieval training sample"):
+        score(config, checkpoint, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before any work
+    stats = score(config.model_copy(update={"contamination": "mark"}), checkpoint, tmp_path / "marked")
+    assert stats["contamination"]["shared"] == [
+        {"suite": "recall", "task": "kv", "training_task": "kv_retrieval", "samples": 3}]
+    for name in ("report.html", "report.md"):
+        assert "recall/kv shares the format of 3 kv_retrieval" in (tmp_path / "marked" / name).read_text()
+    # without such data (or without stats, e.g. a hub model) nothing is marked
+    (checkpoint / "stats.json").write_text(json.dumps({"data_tasks": {"general": 5, "needle": 0}}))
+    assert guard(["recall", "needle"], str(checkpoint), "refuse")["shared"] == []
+    assert guard(["recall"], "embedded:tiny", "refuse") == {"data_tasks": None, "shared": [], "mode": "refuse"}
