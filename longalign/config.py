@@ -140,6 +140,26 @@ class TrainingConfig(_Section):
     epochs: int = Field(2, ge=1)
     max_steps: int | None = Field(None, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
+    global_batch: int | None = Field(None, ge=1, description=(
+        "Global batch per optimizer step, over all ranks: sequences for the sort and naive "
+        "strategies, tokens (rows x max_len) for pack. When set, gradient_accumulation_steps "
+        "is derived from it for the actual world size (so the batch does not grow with the "
+        "node count); null: gradient_accumulation_steps as given."))
+    max_grad_norm: float = Field(1.0, ge=0, description=(
+        "Clip the step's gradient to this global L2 norm (0: no clipping); the same on one "
+        "process, DDP, FSDP2 and DeepSpeed (its gradient_clipping is set to this)."))
+    rank_balance: bool = Field(True, description=(
+        "pack: deal each step's rows to the ranks so that their attention cost (sum of "
+        "squared sample lengths plus a linear term) is balanced; false: every world_size-th row."))
+    rope_theta: float | None = Field(None, gt=0, description=(
+        "RoPE base set on the model before training and saved in its config (ProLong: 8e6 "
+        "for 64k, 1.28e8 for 512k); null: the base model's."))
+    rope_scaling: dict[str, Any] | None = Field(None, description=(
+        "RoPE scaling set on the model config (e.g. {'rope_type': 'yarn', 'factor': 4.0}) for "
+        "models whose config has rope_scaling; null: the base model's."))
+    max_position_embeddings: int | None = Field(None, ge=1, description=(
+        "Context window set on the model before training and saved in its config; "
+        "null: the base model's."))
     gradient_checkpointing: bool = False
     seed: int = 0
     # LM head + cross-entropy: "chunked" runs the head over at most ce_chunk_size target positions

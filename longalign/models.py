@@ -179,15 +179,22 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
-def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None):
-    """Load a causal LM for training or inference (fp32 on CPU unless a dtype is given)."""
+def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None, configure=None):
+    """Load a causal LM for training or inference (fp32 on CPU unless a dtype is given).
+    ``configure(config)`` may change the model config before the model is built from it."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     where = resolve_model(spec)
     kwargs = {"dtype": dtype or torch.float32, "trust_remote_code": False}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if configure is not None:
+        try:
+            kwargs["config"] = AutoConfig.from_pretrained(where, trust_remote_code=False)
+        except OSError as exc:
+            raise UserError(f"cannot load model {spec!r}: {exc}") from None
+        configure(kwargs["config"])
     try:
         return AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:

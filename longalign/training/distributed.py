@@ -30,7 +30,8 @@ _COMMON: dict[str, Any] = {
     # neither divide the loss by an accumulation count nor count micro-batches itself.
     "train_micro_batch_size_per_gpu": 1,
     "gradient_accumulation_steps": 1,
-    "gradient_clipping": 0.0,  # no clipping, like the DDP path
+    # overwritten with training.max_grad_norm, so every path clips alike
+    "gradient_clipping": 1.0,
     "bf16": {"enabled": "auto"},
     # the loop builds a torch AdamW and passes it in
     "zero_allow_untested_optimizer": True,
@@ -100,6 +101,7 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
 
         _single_process_env()  # deepspeed still wants a process group
         ds = deepspeed_config(config.deepspeed_config)
+        ds["gradient_clipping"] = config.max_grad_norm
         stage3 = ds.get("zero_optimization", {}).get("stage") == 3
         # ZeRO-3: from_pretrained then partitions weights while loading (zero.Init)
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds, zero3_init_flag=stage3)

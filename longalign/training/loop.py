@@ -46,6 +46,8 @@ class StepResult:
     samples: list[tuple[int, float]] = field(default_factory=list)  # this rank: (length, loss)
     flops: float = 0.0  # training FLOPs of the step, all ranks (metrics.FlopCounter)
     cpu_seconds: float = 0.0  # this process's CPU time for the step (steadier on a busy host)
+    grad_norm: float | None = None  # global L2 norm of the step's gradient before clipping
+    rank_cost_ratio: float = 1.0  # the plan's max/mean attention cost over ranks
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -101,6 +103,34 @@ def micro_batch_loss(model: torch.nn.Module, batch: Batch, *, mode: str, num_seq
     return loss, per_sequence_loss(ce, t)
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip the accumulated gradient to global L2 norm ``max_norm`` (0: no clipping) and return
+    the norm before clipping.
+
+    Call after the step's last backward, when DDP has averaged the gradients (every rank holds
+    the same full gradient) or FSDP2 has reduce-scattered them (each rank holds a shard as a
+    DTensor; the norm's DTensor is all-reduced by ``full_tensor``): every rank gets the same
+    norm and scales by the same factor, so one process and several clip alike. DeepSpeed clips
+    inside its own step (``gradient_clipping`` in its config); see :func:`deepspeed_grad_norm`.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], 2.0)
+    full = getattr(norm, "full_tensor", None)
+    if full is not None:  # a DTensor: the shards' partial norms, reduced over ranks
+        norm = full()
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return float(norm)
+
+
+def deepspeed_grad_norm(engine: Any) -> float | None:
+    """The pre-clip global gradient norm DeepSpeed computed in its last step."""
+    value = getattr(engine, "get_global_grad_norm", lambda: None)()
+    return float(value) if value is not None else None
+
+
 def _sync_context(accelerator: Any, model: Any, last: bool) -> Any:
     """Gradients are synchronised on a step's last micro-batch only (DDP, DeepSpeed).
 
@@ -144,7 +174,12 @@ def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
             lengths = [n for row in mb.seq_lens for n in row]
             samples += [(n, v) for n, v in zip(lengths, seq_losses) if v is not None]
             step_lengths += lengths
-    optimizer.step()
+    if is_deepspeed(accelerator):  # DeepSpeed stepped (and clipped) in the last backward
+        optimizer.step()
+        grad_norm = deepspeed_grad_norm(model)
+    else:
+        grad_norm = clip_gradients(model, config.max_grad_norm)
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     flops = flop_counter.step_flops(step_lengths) if flop_counter is not None else 0.0
@@ -153,7 +188,7 @@ def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
         totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum").cpu()
     return StepResult(plan.step, plan.epoch, float(totals[0]), lr, int(totals[1]),
                       time.perf_counter() - start, samples, float(totals[2]),
-                      time.process_time() - cpu_start)
+                      time.process_time() - cpu_start, grad_norm, plan.rank_cost_ratio)
 
 
 def _step_scalars(result: StepResult, samples: list[tuple[int, float]], world: int,
@@ -169,6 +204,8 @@ def _step_scalars(result: StepResult, samples: list[tuple[int, float]], world: i
         "throughput/tflops_per_device": tflops,
         "throughput/mfu": tflops / peak_tflops if peak_tflops else None,
         "memory/peak_gb": peak_memory_gb(),
+        "grad_norm": result.grad_norm,
+        "balance/rank_cost_max_over_mean": result.rank_cost_ratio,
     }
     for bucket, v in loss_by_length(samples).items():
         scalars[f"loss/length_{bucket}"] = v["mean_loss"]
@@ -243,8 +280,9 @@ def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan]
 
                 samples = gather_object(samples)
             scalars = _step_scalars(result, samples, world, peak)
-            log.info("step %d/%d epoch %d loss %.4f lr %.2e %d tokens %.0f tokens/s",
-                     result.step + 1, len(plans), result.epoch, result.loss, result.lr,
+            log.info("step %d/%d epoch %d loss %.4f grad norm %s lr %.2e %d tokens %.0f tokens/s",
+                     result.step + 1, len(plans), result.epoch, result.loss,
+                     "?" if result.grad_norm is None else f"{result.grad_norm:.4g}", result.lr,
                      result.tokens, scalars["throughput/real_tokens_per_second"])
             if tensorboard is not None:
                 tensorboard.log(result.step + 1, scalars)

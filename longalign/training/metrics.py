@@ -45,6 +45,13 @@ class FlopCounter:
         self.attn_width = heads * head_dim
         self.layers = getattr(cfg, "num_hidden_layers", 0) or 0
 
+    @property
+    def linear_cost(self) -> float:
+        """The dense layers' work per token in units of the attention's per token-pair work
+        (``P_dense / (layers * d)``): a sample of n tokens costs about ``n^2 + this * n``."""
+        width = self.layers * self.attn_width
+        return self.dense_params / width if width else 0.0
+
     def step_flops(self, sample_lengths: list[int]) -> float:
         tokens = sum(sample_lengths)
         squares = sum(n * n for n in sample_lengths)

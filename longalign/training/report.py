@@ -48,6 +48,8 @@ def build_stats(results: list[StepResult], samples: list[tuple[int, float]],
         "train_cpu_seconds": sum(r.cpu_seconds for r in results),
         "tokens_per_second": tps,
         "loss_by_length": loss_by_length(samples),
+        "grad_norm": [r.grad_norm for r in results],
+        "rank_cost_ratio": [r.rank_cost_ratio for r in results],
     })
     flops = sum(r.flops for r in results)
     world = max(int(info.get("world_size") or 1), 1)
@@ -66,6 +68,17 @@ def build_stats(results: list[StepResult], samples: list[tuple[int, float]],
         "seconds_per_step": seconds / len(results) if results else None,
         "tflops_per_device": tflops, "mfu": stats["mfu"],
         "peak_memory_gb": stats["peak_memory_gb"],
+        "global_batch": info.get("global_batch"),
+        "gradient_accumulation_steps": info.get("gradient_accumulation_steps"),
+        "max_grad_norm": info.get("max_grad_norm"),
+        "rank_cost_ratio_mean": _mean([r.rank_cost_ratio for r in results]),
+        "rank_cost_ratio_max": max((r.rank_cost_ratio for r in results), default=None),
+        "grad_norm_mean": _mean([r.grad_norm for r in results if r.grad_norm is not None]),
+        "grad_norm_max": max((r.grad_norm for r in results if r.grad_norm is not None),
+                             default=None),
+        "clipped_steps": (sum(1 for r in results if r.grad_norm is not None
+                              and r.grad_norm > info["max_grad_norm"])
+                          if info.get("max_grad_norm") else None),
     }
     for bucket, v in stats["loss_by_length"].items():
         metrics[f"loss_length_{bucket}"] = v["mean_loss"]
@@ -92,6 +105,11 @@ def write_summary(path: Path, stats: dict[str, Any]) -> None:
             ("MFU", "-" if stats.get("mfu") is None else f"{stats['mfu']:.1%}"),
             ("peak memory GB", f"{stats.get('peak_memory_gb', 0.0):.2f}"),
             ("seconds", f"{stats['train_seconds']:.1f}"),
+            ("global batch", f"{stats.get('global_batch')} {stats.get('global_batch_unit', '')} "
+                             f"(accumulation {stats.get('gradient_accumulation_steps')})"),
+            ("max gradient norm (before clipping)", _fmt(stats["metrics"].get("grad_norm_max"))),
+            ("rank cost max/mean (mean over steps)",
+             _fmt(stats["metrics"].get("rank_cost_ratio_mean"))),
         ], ("", "value")),
     ]
     if stats["loss_by_length"]:
@@ -127,6 +145,10 @@ def write_report(out: Path, stats: dict[str, Any]) -> None:
     write_json(out / "stats.json", stats)
     write_summary(out / "summary.md", stats)
     plot_loss(out / "loss.png", stats)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _fmt(x: float | None) -> str:

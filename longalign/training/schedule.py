@@ -3,29 +3,40 @@
 The plan is a pure function of the data, the config and the world size, so every rank computes
 the same plan without talking to the others (and a resumed run can skip to any step).
 
-- Order per epoch: ``pack`` shuffles the batches with a generator seeded by (seed, epoch);
-  ``sort`` sorts the micro-batches by length, cuts them into groups of one optimizer step
-  (world_size x accumulation micro-batches; a smaller rest of the shortest batches is the
-  epoch's last step), shuffles the other groups with (seed, epoch) and runs
-  the group holding the longest batch first, so an out-of-memory shows at step 0 and every
-  rank gets its share of each group (similar lengths on all ranks in a step); ``naive`` keeps
-  the stored order.
-- One optimizer step takes ``world_size * accumulation`` consecutive micro-batches of that order;
-  rank r takes every world_size-th of them starting at r (like ``DistributedSampler``). Steps do
-  not cross epochs, so an epoch's last step may be smaller. When the micro-batches of a step do
-  not divide evenly, the ranks that are short run a filler micro-batch (the step's cheapest) with
-  weight 0 (its loss is multiplied by 0): every rank then runs the same number of micro-batches
-  and steps, nothing is repeated, and the gradient stays exact.
+- ``sort`` (LongAlign's sorted batching, :func:`sorted_steps`): micro-batches sorted by length,
+  cut into groups of ONE MICRO-STEP ACROSS RANKS (world_size micro-batches, one per rank), the
+  groups shuffled with (seed, epoch); an optimizer step takes ``accumulation`` consecutive groups
+  of that order, so it mixes randomly drawn lengths while the ranks of one micro-step run similar
+  lengths. In the first epoch the group holding the longest micro-batch runs first, so an
+  out-of-memory shows at step 0. A group smaller than world_size (the shortest micro-batches
+  left over) is the epoch's last.
+- ``pack``: rows in an order shuffled with (seed, epoch); one optimizer step takes
+  ``world_size * accumulation`` consecutive rows, dealt to the ranks so that their attention cost
+  (:func:`row_cost`) is balanced (:func:`balanced_deal`; ``balance=False``: every world_size-th
+  row, like ``DistributedSampler``).
+- ``naive``: the stored order, dealt like ``DistributedSampler``.
+
+Steps do not cross epochs, so an epoch's last step may be smaller. When the micro-batches of a
+step do not divide evenly, the ranks that are short run a filler micro-batch (the step's cheapest)
+with weight 0 (its loss is multiplied by 0): every rank then runs the same number of micro-batches
+and steps, nothing is repeated, and the gradient stays exact.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from longalign.training.data import MicroBatch
+
+# cost(n) = n^2 + LINEAR * n per sample: the attention term against the dense layers, in units
+# of the attention work. From FLOPs per token, dense 6P against attention 6 * layers * d * n:
+# P / (layers * d) is about 61,000 for Llama-3.1-8B (8.03e9 / (32 * 4096)); the stage uses the
+# trained model's own ratio (metrics.FlopCounter.linear_cost).
+DEFAULT_LINEAR = 61_000.0
 
 
 @dataclass(frozen=True)
@@ -45,84 +56,143 @@ class StepPlan:
     slots: list[list[Slot]]  # per rank, same length on every rank
     num_sequences: int  # LongAlign's M: sequences with targets in the whole step (all ranks)
     num_tokens: int  # target tokens in the whole step (all ranks)
+    rank_cost_ratio: float = 1.0  # max over ranks / mean over ranks of the attention cost
 
 
-def epoch_order(batches: list[MicroBatch], strategy: str, seed: int, epoch: int,
-                group: int = 1) -> list[int]:
-    """The order in which an epoch visits the micro-batches (positions into ``batches``);
-    ``group`` is the number of micro-batches of one optimizer step (world size x accumulation)."""
-    order = list(range(len(batches)))
+def sorted_steps(lengths: Sequence[int], *, world_size: int, accumulation: int, seed: int = 0,
+                 epoch: int = 0) -> list[list[list[int]]]:
+    """LongAlign's sorted batching planned on lengths alone, one item per micro-batch.
+
+    Items are sorted by length (longest first; equal lengths by index), cut into consecutive
+    groups of ``world_size`` (one micro-step across all ranks; the last group may be smaller),
+    and the full groups shuffled with a generator seeded by ``(seed, epoch)``; in epoch 0 the
+    group holding the longest item is moved to the front. The smaller leftover group, if any,
+    goes last. Each optimizer step takes ``accumulation`` consecutive groups; rank r runs item
+    r of each of them.
+
+    Returns, for each optimizer step, for each rank, the item indices of its micro-batches in
+    the order they run. Every index appears exactly once. A rank's list may be shorter than
+    another's only in the epoch's last step (the training loop runs a weight-0 filler there).
+    """
+    if world_size < 1 or accumulation < 1:
+        raise ValueError(f"world_size and accumulation must be >= 1, got {world_size}, "
+                         f"{accumulation}")
+    arr = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    ranked = np.lexsort((np.arange(arr.size), -arr)).tolist()
+    groups = [ranked[k:k + world_size] for k in range(0, len(ranked), world_size)]
+    tail = [groups.pop()] if groups and len(groups[-1]) < world_size else []
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(groups)).tolist()
+    if epoch == 0 and groups:  # group 0 holds the longest item
+        perm.remove(0)
+        perm.insert(0, 0)
+    groups = [groups[g] for g in perm] + tail
+    steps = []
+    for s in range(0, len(groups), accumulation):
+        chunk = groups[s:s + accumulation]
+        steps.append([[g[r] for g in chunk if r < len(g)] for r in range(world_size)])
+    return steps
+
+
+def row_cost(seq_lens: Sequence[int], linear: float = DEFAULT_LINEAR) -> float:
+    """Relative compute of one row: sum over its samples of ``n^2 + linear * n`` (per-sample
+    causal attention plus the dense layers)."""
+    return float(sum(n * n + linear * n for n in seq_lens))
+
+
+def balanced_deal(costs: Sequence[float], world_size: int) -> list[list[int]]:
+    """Deal items (positions into ``costs``) to ``world_size`` ranks, at most
+    ``ceil(len / world_size)`` each, so that the largest per-rank sum is small: costliest first,
+    each to the least-loaded rank that still has room (ties: the lower rank). Deterministic."""
+    per_rank = math.ceil(len(costs) / world_size) if len(costs) else 0
+    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+    loads = [0.0] * world_size
+    out: list[list[int]] = [[] for _ in range(world_size)]
+    for i in order:
+        r = min((r for r in range(world_size) if len(out[r]) < per_rank),
+                key=lambda r: (loads[r], r))
+        out[r].append(i)
+        loads[r] += costs[i]
+    return out
+
+
+def cost_ratio(loads: Sequence[float]) -> float:
+    """max / mean of per-rank loads (1.0: perfectly balanced)."""
+    mean = sum(loads) / len(loads) if loads else 0.0
+    return max(loads) / mean if mean > 0 else 1.0
+
+
+def epoch_order(batches: list[MicroBatch], strategy: str, seed: int, epoch: int) -> list[int]:
+    """The order in which an epoch visits the micro-batches of ``pack`` (seeded shuffle) and
+    ``naive`` (stored order); ``sort`` is planned by :func:`sorted_steps`."""
     if strategy == "pack":
         rng = np.random.default_rng([seed, epoch])
         return [int(i) for i in rng.permutation(len(batches))]
-    if strategy == "sort" and order:
-        # LongAlign's sorted batching as a distributed sampler: micro-batches sorted by length,
-        # cut into groups of one optimizer step, the groups shuffled; each rank then takes its
-        # share of every group, so all ranks run similar lengths in a step.
-        # Groups are cut from the long end; a smaller leftover group (the shortest batches)
-        # stays last so that every other group is exactly one step.
-        ranked = sorted(order, key=lambda i: (-batches[i].width, -batches[i].tokens, i))
-        groups = [ranked[k:k + group] for k in range(0, len(ranked), group)]
-        tail = [groups.pop()] if len(groups[-1]) < group else []
-        rng = np.random.default_rng([seed, epoch])
-        groups = [groups[int(g)] for g in rng.permutation(len(groups))] + tail
-        longest = max(range(len(groups)),
-                      key=lambda g: max((_cost(batches[i]), batches[i].tokens) for i in groups[g]))
-        groups.insert(0, groups.pop(longest))  # out-of-memory shows at step 0
-        return [i for g in groups for i in g]
-    return order
+    return list(range(len(batches)))
 
 
-def split_step(chunk: list[int], world_size: int, filler: int | None = None) -> list[list[Slot]]:
-    """Deal a step's micro-batches over ranks; pad short ranks with a weight-0 ``filler``
-    (default: the step's first micro-batch)."""
-    per_rank = math.ceil(len(chunk) / world_size)
-    filler = chunk[0] if filler is None else filler
-    slots = []
-    for rank in range(world_size):
-        mine = [Slot(i) for i in chunk[rank::world_size]]
-        mine += [Slot(filler, 0.0)] * (per_rank - len(mine))
-        slots.append(mine)
-    return slots
+def _batch_cost(mb: MicroBatch, linear: float) -> float:
+    """A micro-batch's compute: its rows padded to the batch width count as full rows of that
+    width, except a packed row, whose samples attend only inside themselves."""
+    if len(mb.rows) == 1:
+        return row_cost(mb.seq_lens[0], linear)
+    return len(mb.rows) * row_cost([mb.width], linear)
 
 
-def plan_epoch(batches: list[MicroBatch], order: list[int], *, epoch: int, first_step: int,
-               world_size: int, accumulation: int) -> list[StepPlan]:
-    """The optimizer steps of one epoch."""
+def _step_plan(batches: list[MicroBatch], ranks: list[list[int]], *, step: int, epoch: int,
+               linear: float) -> StepPlan:
+    real = [i for r in ranks for i in r]
+    cheapest = min(real, key=lambda i: (_batch_cost(batches[i], linear), i))
+    per_rank = max(len(r) for r in ranks)
+    slots = [[Slot(i) for i in r] + [Slot(cheapest, 0.0)] * (per_rank - len(r)) for r in ranks]
+    loads = [sum(_batch_cost(batches[s.batch], linear) for s in r) for r in slots]
+    return StepPlan(step=step, epoch=epoch, slots=slots,
+                    num_sequences=sum(batches[i].num_sequences for i in real),
+                    num_tokens=sum(batches[i].num_targets for i in real),
+                    rank_cost_ratio=cost_ratio(loads))
+
+
+def epoch_steps(batches: list[MicroBatch], strategy: str, *, seed: int, epoch: int,
+                world_size: int, accumulation: int, balance: bool = True,
+                linear: float = DEFAULT_LINEAR) -> list[list[list[int]]]:
+    """Per optimizer step of one epoch, per rank, the micro-batches it runs (positions into
+    ``batches``; fillers not included)."""
+    if strategy == "sort":
+        return sorted_steps([mb.width for mb in batches], world_size=world_size,
+                            accumulation=accumulation, seed=seed, epoch=epoch)
+    order = epoch_order(batches, strategy, seed, epoch)
     size = world_size * accumulation
-    plans = []
-    for k, start in enumerate(range(0, len(order), size)):
+    steps = []
+    for start in range(0, len(order), size):
         chunk = order[start:start + size]
-        cheapest = min(chunk, key=lambda i: _cost(batches[i]))
-        plans.append(StepPlan(
-            step=first_step + k,
-            epoch=epoch,
-            slots=split_step(chunk, world_size, filler=cheapest),
-            num_sequences=sum(batches[i].num_sequences for i in chunk),
-            num_tokens=sum(batches[i].num_targets for i in chunk),
-        ))
-    return plans
+        if strategy == "pack" and balance and world_size > 1:
+            dealt = balanced_deal([_batch_cost(batches[i], linear) for i in chunk], world_size)
+            steps.append([[chunk[k] for k in r] for r in dealt])
+        else:
+            steps.append([chunk[r::world_size] for r in range(world_size)])
+    return steps
 
 
-def _cost(mb: MicroBatch) -> int:
-    return mb.width * len(mb.rows)
-
-
-def steps_per_epoch(num_batches: int, world_size: int, accumulation: int) -> int:
-    return math.ceil(num_batches / (world_size * accumulation))
+def steps_per_epoch(batches: list[MicroBatch], strategy: str, world_size: int,
+                    accumulation: int) -> int:
+    if strategy == "sort":
+        return math.ceil(math.ceil(len(batches) / world_size) / accumulation)
+    return math.ceil(len(batches) / (world_size * accumulation))
 
 
 def plan_training(batches: list[MicroBatch], strategy: str, *, seed: int, epochs: int,
-                  max_steps: int | None, world_size: int, accumulation: int) -> list[StepPlan]:
+                  max_steps: int | None, world_size: int, accumulation: int,
+                  balance: bool = True, linear: float = DEFAULT_LINEAR) -> list[StepPlan]:
     """All optimizer steps: ``epochs`` epochs, or exactly ``max_steps`` steps when it is set
     (cycling through further epochs if needed, as transformers' Trainer does)."""
-    per_epoch = steps_per_epoch(len(batches), world_size, accumulation)
+    per_epoch = steps_per_epoch(batches, strategy, world_size, accumulation)
     total = max_steps if max_steps is not None else epochs * per_epoch
     plans: list[StepPlan] = []
     epoch = 0
     while len(plans) < total and per_epoch:
-        order = epoch_order(batches, strategy, seed, epoch, world_size * accumulation)
-        plans += plan_epoch(batches, order, epoch=epoch, first_step=len(plans),
-                            world_size=world_size, accumulation=accumulation)
+        for ranks in epoch_steps(batches, strategy, seed=seed, epoch=epoch,
+                                 world_size=world_size, accumulation=accumulation,
+                                 balance=balance, linear=linear):
+            plans.append(_step_plan(batches, ranks, step=len(plans), epoch=epoch, linear=linear))
         epoch += 1
     return plans[:total]

@@ -22,9 +22,10 @@ from longalign.training.distributed import make_accelerator as _make_accelerator
 from longalign.training.distributed import full_state_dict, is_fsdp2_model, zero_stage
 from longalign.training.head import install_loss_head, remove_loss_head
 from longalign.training.loop import run_training
-from longalign.training.metrics import TensorBoard, device_peak_tflops
+from longalign.training.metrics import FlopCounter, TensorBoard, device_peak_tflops
 from longalign.training.report import build_stats, write_report
 from longalign.training.schedule import plan_training
+from longalign.training.setup import apply_rope, resolved_batch, rope_overrides, rope_summary
 
 log = logging.getLogger("longalign")
 
@@ -45,7 +46,9 @@ def load_training_model(model: str, gradient_checkpointing: bool = False,
     config's original ``use_cache`` (restored when saving)."""
     config = config or TrainingConfig()
     attn = select_attention()
-    net = load_model(model, attn_implementation=attn)
+    configure = ((lambda cfg: apply_rope(cfg, config, model)) if rope_overrides(config)
+                 else None)
+    net = load_model(model, attn_implementation=attn, configure=configure)
     use_cache = bool(getattr(net.config, "use_cache", True))
     prepare_for_packed_training(net)
     if gradient_checkpointing:
@@ -89,16 +92,22 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
                         "distributed=ddp (or ZeRO-2 through a DeepSpeed JSON), or use chunked")
     accelerator = make_accelerator(config.seed, config)
     world = accelerator.num_processes
-    plans = plan_training(data.batches, data.strategy, seed=config.seed, epochs=config.epochs,
-                          max_steps=config.max_steps, world_size=world,
-                          accumulation=config.gradient_accumulation_steps)
+    batch = resolved_batch(config, data.strategy, data.meta, data.batches, world)
+    accumulation = batch["gradient_accumulation_steps"]
     writer = (atomic_dir(out, overwrite=overwrite) if accelerator.is_main_process
               else contextlib.nullcontext(None))
     with writer as tmp:
         net, attn, use_cache = load_training_model(model, config.gradient_checkpointing, config)
+        plans = plan_training(data.batches, data.strategy, seed=config.seed,
+                              epochs=config.epochs, max_steps=config.max_steps,
+                              world_size=world, accumulation=accumulation,
+                              balance=config.rank_balance,
+                              linear=FlopCounter(net).linear_cost)
         info = {
             "model": model, "strategy": data.strategy, "loss_mode": config.loss,
-            "world_size": world, "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "world_size": world, **batch, "max_grad_norm": config.max_grad_norm,
+            "rank_balance": config.rank_balance, **rope_summary(net.config),
+            "chat_template": data.meta.get("chat_template_name"),
             "distributed": config.distributed, "zero_stage": zero_stage(accelerator),
             "cross_entropy": config.cross_entropy,
             "attn_implementation": attn, "micro_batches": len(data.batches), "rows": data.rows,
@@ -113,7 +122,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
             "warnings": _warnings(data, model, net),
             "peak_tflops": device_peak_tflops(config.peak_tflops),
         }
-        run_key = {"world_size": world, "accumulation": config.gradient_accumulation_steps,
+        run_key = {"world_size": world, "accumulation": accumulation,
                    "seed": config.seed, "steps": len(plans), "micro_batches": len(data.batches),
                    "tokens": sum(mb.tokens for mb in data.batches), "loss": config.loss}
         log.info("training %s: %d steps over %d micro-batches on %d process(es), attention %s",
@@ -134,7 +143,8 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
             samples = gather_object(samples)
         stats = build_stats(results, samples, info)
         stats["seconds"] = time.perf_counter() - started
-        _save(accelerator, prepared, model, tmp, use_cache, config.gradient_checkpointing)
+        _save(accelerator, prepared, model, tmp, use_cache, config.gradient_checkpointing,
+              data.meta.get("chat_template"))
         if tmp is not None:
             write_report(tmp, stats)
     accelerator.wait_for_everyone()
@@ -148,8 +158,9 @@ def _tensorboard_dir(config: TrainingConfig, tmp: Path | None) -> Path | None:
 
 
 def _save(accelerator: Any, prepared: Any, model: str, tmp: Path | None, use_cache: bool,
-          gradient_checkpointing: bool) -> None:
-    """Gather the full weights (all ranks; ZeRO-3/FSDP shard them) and save on the main one."""
+          gradient_checkpointing: bool, chat_template: str | None = None) -> None:
+    """Gather the full weights (all ranks; ZeRO-3/FSDP shard them) and save on the main one,
+    with the tokenizer carrying the chat template the rows were packed with."""
     net = accelerator.unwrap_model(prepared)
     remove_loss_head(net)
     if is_fsdp2_model(prepared):  # gathered to CPU on the main process only
@@ -164,4 +175,7 @@ def _save(accelerator: Any, prepared: Any, model: str, tmp: Path | None, use_cac
     net.config._attn_implementation = "sdpa"  # ours is not registered where the model is loaded
     with torch.no_grad():
         net.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-    load_tokenizer(model).save_pretrained(tmp)
+    tokenizer = load_tokenizer(model)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(tmp)

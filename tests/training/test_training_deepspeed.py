@@ -34,7 +34,8 @@ def _worker(rank, world, port, packed, out):
 
     stats = train(TrainingConfig(**CONFIG), MODEL, packed, os.path.join(out, "model"))
     with open(os.path.join(out, f"stats-{rank}.json"), "w") as f:
-        json.dump({k: stats[k] for k in ("loss", "steps", "zero_stage", "world_size")}, f)
+        json.dump({k: stats[k] for k in ("loss", "steps", "zero_stage", "world_size",
+                                         "grad_norm")}, f)
 
 
 def _free_port():
@@ -57,6 +58,8 @@ def test_zero3_on_two_processes_trains_like_one_ddp_process(tmp_path, monkeypatc
     s1 = json.loads((out / "stats-1.json").read_text())
     assert s0["zero_stage"] == 3 and s0["world_size"] == 2
     assert s0["loss"] == s1["loss"] and s0["loss"][-1] < s0["loss"][0]
+    # DeepSpeed clips in its own step (gradient_clipping) and reports the pre-clip norm
+    assert s0["grad_norm"] == s1["grad_norm"] and all(n > 0 for n in s0["grad_norm"])
 
     # the same global batches on one process with DDP (accumulation 2 = 2 ranks x 1)
     ref = train(TrainingConfig(**dict(CONFIG, distributed="ddp", gradient_accumulation_steps=2)),

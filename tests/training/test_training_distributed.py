@@ -15,7 +15,7 @@ from longalign.models import resolve_model
 MODEL = "embedded:tiny"
 
 
-def _sgd_run(packed, accumulation, mode):
+def _sgd_run(packed, accumulation, mode, max_grad_norm=1.0, steps=None):
     """Every planned step of one epoch with SGD(lr=1): the weight change is the summed gradient,
     so any error in the loss scaling over ranks shows up (AdamW's first step would hide it)."""
     from longalign.training.data import PackedData
@@ -31,9 +31,15 @@ def _sgd_run(packed, accumulation, mode):
     model = accelerator.prepare(net)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    config = TrainingConfig(loss=mode)
-    losses = [run_step(model, optimizer, scheduler, data, plan, accelerator, config, attn).loss
-              for plan in plans]
+    config = TrainingConfig(loss=mode, max_grad_norm=max_grad_norm)
+    before = [p.detach().clone() for p in model.parameters()]
+    results = [run_step(model, optimizer, scheduler, data, plan, accelerator, config, attn)
+               for plan in plans[:steps]]
+    losses = [r.loss for r in results]
+    if steps is not None:  # the norm of the update: with SGD(lr=1), the clipped gradient's
+        moved = sum(float((p.detach() - b).double().pow(2).sum())
+                    for p, b in zip(model.parameters(), before)) ** 0.5
+        return moved, [r.grad_norm for r in results]
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return state, losses
 
@@ -45,6 +51,8 @@ def _worker(rank, world, port, packed, out):
     from longalign.training import train
 
     results = {mode: _sgd_run(packed, 1, mode) for mode in ("longalign", "token")}
+    results["clip"] = {limit: _sgd_run(packed, 1, "longalign", limit, steps=1)
+                       for limit in (1e-3, 0.0)}
     if rank == 0:
         torch.save(results, os.path.join(out, "sgd.pt"))
     stats = train(TrainingConfig(epochs=1, learning_rate=1e-2, warmup_ratio=0.0), MODEL, packed,
@@ -80,8 +88,16 @@ def test_two_processes_equal_one_process(tmp_path, monkeypatch):
         assert moved > 1e-3  # the step did something
         assert max(float((state[k] - ref_state[k]).abs().max()) for k in ref_state) < 1e-6
 
+    # a step whose gradient is far above max_grad_norm is clipped to it on 1 and 2 processes
+    for limit, (moved, norms) in dist["clip"].items():
+        ref_moved, ref_norms = _sgd_run(packed, 2, "longalign", limit, steps=1)
+        assert norms[0] == pytest.approx(ref_norms[0], rel=1e-6) and norms[0] > 1.0
+        assert moved == pytest.approx(ref_moved, rel=1e-5)
+        assert moved == pytest.approx(limit if limit else norms[0], rel=1e-4)  # norm + 1e-6
+
     s0, s1 = torch.load(out / "stats-0.pt"), torch.load(out / "stats-1.pt")
     assert s0["world_size"] == 2 and s0["steps"] == s1["steps"] == 3
+    assert s0["grad_norm"] == s1["grad_norm"] and all(n > 0 for n in s0["grad_norm"])
     assert s0["loss"] == s1["loss"] and s0["filler_micro_batches"] == 1
     ref = train(TrainingConfig(epochs=1, learning_rate=1e-2, warmup_ratio=0.0,
                                gradient_accumulation_steps=2), MODEL, packed, tmp_path / "one")

@@ -84,3 +84,36 @@ def test_failures_write_nothing(tmp_path, packed):
     with pytest.raises(UserError, match="not empty"):
         train(TrainingConfig(), "embedded:tiny", packed, out)
     assert (out / "keep.txt").exists()
+
+
+def test_rope_global_batch_and_clipping_reach_the_saved_model_and_stats(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    packed = write_packed(tmp_path / "packed", make_samples(12, 500, seed=5), strategy="sort",
+                          batch_size=2)
+    config = TrainingConfig(epochs=1, global_batch=4, max_grad_norm=0.5, rope_theta=2.5e5,
+                            max_position_embeddings=32768, **FAST)
+    out = tmp_path / "model"
+    stats = train(config, "embedded:tiny", packed, out)
+    assert stats["gradient_accumulation_steps"] == 2 and stats["global_batch"] == 4
+    assert stats["global_batch_unit"] == "sequences" and stats["steps"] == 3
+    assert stats["metrics"]["global_batch"] == 4 and stats["metrics"]["max_grad_norm"] == 0.5
+    assert len(stats["grad_norm"]) == 3 and all(n > 0 for n in stats["grad_norm"])
+    assert stats["metrics"]["grad_norm_max"] == max(stats["grad_norm"])
+    saved = AutoConfig.from_pretrained(out)
+    assert saved.rope_parameters["rope_theta"] == 2.5e5
+    assert saved.max_position_embeddings == 32768
+    assert stats["rope_theta"] == 2.5e5 and stats["max_position_embeddings"] == 32768
+    # the model trains with the new base (the rotary table is built from the changed config),
+    # and a reload of the output builds the same table
+    from longalign.training.stage import load_training_model
+
+    trained, _, _ = load_training_model("embedded:tiny", config=config)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("embedded:tiny"))
+    inv_freq = model.model.rotary_emb.inv_freq
+    dim = inv_freq.numel() * 2
+    expected = 1.0 / (2.5e5 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    assert torch.allclose(inv_freq, expected)
+    assert torch.allclose(trained.model.rotary_emb.inv_freq, expected)
+    assert not torch.allclose(base.model.rotary_emb.inv_freq, expected)
