@@ -126,6 +126,11 @@ class PackingConfig(_Section):
     truncation: Literal["drop", "middle"] = "drop"  # samples longer than max_len
     label_turns: Literal["all", "last"] = "all"  # which assistant turns carry labels
     seed: int = 0
+    chat_template: str = Field("tokenizer", min_length=1, description=(
+        "How chats become text: 'tokenizer' (the model tokenizer's own template), 'llama2-inst' "
+        "(LongAlign's Llama format '[INST]{user}[/INST]{assistant}', turns joined by a blank "
+        "line), 'chatml', or a Jinja template string. The trained model's tokenizer carries it, "
+        "so scoring prompts the model the way it was trained."))
 
 
 class TrainingConfig(_Section):

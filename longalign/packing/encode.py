@@ -1,4 +1,5 @@
-"""Chats -> token ids and labels with the model's chat template.
+"""Chats -> token ids and labels with a chat template (the tokenizer's own or one named in
+templates.py; llama2-inst is laid out there and labelled in ``_prepare_llama``).
 
 How assistant tokens are found (the prefix method, which needs no ``{% generation %}`` support):
 for assistant message ``i`` the template renders ``messages[:i]`` with the generation prompt
@@ -37,6 +38,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from longalign.errors import UserError
+from longalign.packing.templates import llama2_inst_parts, resolve_template
 
 IGNORE = -100
 TOKENIZE_CHARS = 2_000_000  # characters of rendered chats per tokenizer call (bounds memory)
@@ -72,6 +74,7 @@ class _Prepared:
     text: str
     spans: list[tuple[int, int]]  # target character spans
     last_header: int  # character where the last assistant turn's header starts
+    eos_labels: tuple[int, ...] = ()  # characters whose token gets the label EOS (llama2-inst)
 
 
 def check_messages(messages: Any) -> tuple[str, str] | None:
@@ -94,14 +97,18 @@ def check_messages(messages: Any) -> tuple[str, str] | None:
 
 
 class ChatEncoder:
-    """Turns conversations into (input_ids, labels) with a tokenizer's chat template."""
+    """Turns conversations into (input_ids, labels) with a chat template: ``chat_template``
+    is ``tokenizer`` (the tokenizer's own), ``llama2-inst``, ``chatml`` or a Jinja string
+    (longalign.packing.templates); :attr:`template` is the Jinja form of it."""
 
     def __init__(self, tokenizer: Any, max_len: int, truncation: str = "drop",
-                 label_turns: str = "all") -> None:
+                 label_turns: str = "all", chat_template: str = "tokenizer") -> None:
         if getattr(tokenizer, "backend_tokenizer", None) is None:
             raise UserError("packing needs a fast (Rust) tokenizer with offset mapping")
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError("the model's tokenizer has no chat template")
+        self.template = resolve_template(chat_template, tokenizer)
+        self.template_name = chat_template if chat_template in ("tokenizer", "llama2-inst",
+                                                                "chatml") else "jinja"
+        self._llama = chat_template == "llama2-inst"
         if truncation not in ("drop", "middle") or label_turns not in ("all", "last"):
             raise UserError(f"bad truncation {truncation!r} or label_turns {label_turns!r}")
         self.tokenizer = tokenizer
@@ -118,10 +125,35 @@ class ChatEncoder:
 
     def _render(self, messages: list[dict], generation: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation)
+            messages, tokenize=False, add_generation_prompt=generation,
+            chat_template=self.template)
+
+    def _prepare_llama(self, sample_id: str, messages: list[dict]) -> _Prepared | Skipped:
+        try:
+            parts = llama2_inst_parts(messages, self.tokenizer.bos_token,
+                                      self.tokenizer.eos_token)
+        except ValueError as exc:
+            return Skipped(sample_id, "template_error", str(exc))
+        answers = [k for k, p in enumerate(parts) if p.kind == "answer"]
+        labelled = set(answers[-1:] if self.label_turns == "last" else answers)
+        text, spans, eos_labels, last_header = "", [], [], 0
+        for k, part in enumerate(parts):
+            start = len(text)
+            text += part.text
+            if k == answers[-1] - 1:  # the "assistant header" is the [/INST] before the answer
+                last_header = len(text) - len("[/INST]")
+            if k in labelled:
+                spans.append((start, len(text)))
+                if part.eos_label:
+                    eos_labels.append(len(text))
+            elif part.kind == "eos" and answers[-1] in labelled:
+                spans[-1] = (spans[-1][0], len(text))
+        return _Prepared(sample_id, text, spans, last_header, tuple(eos_labels))
 
     def _prepare(self, sample_id: str, messages: list[dict]) -> _Prepared | Skipped:
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if self._llama:
+            return self._prepare_llama(sample_id, messages)
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if self.label_turns == "last":
             turns = turns[-1:]
@@ -198,6 +230,10 @@ class ChatEncoder:
         for a, b in p.spans:
             lo, hi = _first_token_at(enc, n, a), _first_token_at(enc, n, b)
             labels[lo:hi] = input_ids[lo:hi]
+        for pos in p.eos_labels:  # llama2-inst: the token after an earlier answer learns EOS
+            t = _first_token_at(enc, n, pos)
+            if t < n:
+                labels[t] = self.tokenizer.eos_token_id
         if n:
             labels[0] = IGNORE
         truncated = False

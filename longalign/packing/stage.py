@@ -131,7 +131,8 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
     """
     files = _chat_files(chats)
     tokenizer = load_tokenizer(model)
-    encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns)
+    encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
+                          config.chat_template)
     tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
         store = SampleStore(tmp)
@@ -164,6 +165,10 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
             "max_len": config.max_len,
             "model": model,
             "pad_token_id": int(tokenizer.pad_token_id or 0),
+            # the Jinja form of the template the rows were rendered with; training saves it
+            # with the model's tokenizer, so scoring prompts the model the same way
+            "chat_template": encoder.template,
+            "chat_template_name": encoder.template_name,
             "rows": stats["rows"],
             "batches": stats["batches"],
             "samples": stats["samples_packed"],

@@ -318,3 +318,27 @@ def test_task_formats_of_the_chats_are_carried_in_stats_and_meta(tmp_path):
     (tmp_path / "plain").mkdir()
     pq.write_table(pa.Table.from_pylist(plain), tmp_path / "plain" / "samples-00000.parquet")
     assert run(tmp_path / "plain", tmp_path / "out2")["data_tasks"] == {}  # no task column: none known
+
+
+def test_named_chat_template_reaches_meta_and_the_trained_tokenizer(chats, tmp_path, tokenizer):
+    from longalign.config import TrainingConfig
+    from longalign.packing.templates import LLAMA2_INST
+    from longalign.training import train
+
+    out = tmp_path / "packed"
+    stats = pack(PackingConfig(max_len=MAX_LEN, chat_template="llama2-inst"), "embedded:tiny",
+                 chats, out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["chat_template"] == LLAMA2_INST and meta["chat_template_name"] == "llama2-inst"
+    assert stats["samples_packed"] == len(GOOD)
+    _, tables = read_packed(out)
+    first = tables[0].column("input_ids")[0].values.to_pylist()
+    assert tokenizer.decode(first[:7]).startswith(tokenizer.bos_token + "[INST]")
+    model = tmp_path / "model"
+    train(TrainingConfig(max_steps=1, learning_rate=1e-3, warmup_ratio=0.0), "embedded:tiny",
+          out, model)
+    trained = load_tokenizer(str(model))
+    assert trained.chat_template == LLAMA2_INST
+    prompt = trained.apply_chat_template(GOOD[1]["messages"][:1], tokenize=False,
+                                         add_generation_prompt=True)
+    assert prompt == f"{trained.bos_token}[INST]{GOOD[1]['messages'][0]['content']}[/INST]"
