@@ -6,7 +6,10 @@ three ways, in one process one after the other, and prints real (non-padding) to
 and the ratios to naive, by wall time and by
 CPU time (steadier when other jobs share the machine). Part 2 times forward + backward of one packed row through the per-sample
 SDPA attention (``longalign_sdpa``) and through transformers' built-in sdpa, which builds a dense
-L x L block mask from the packed position ids, and prints the ratio.
+L x L block mask from the packed position ids, and prints the ratio. Part 3 (planning only, no
+model) packs the full-size LongAlign mix (10k samples of 8k-64k tokens, 60k of 20-8k) into 64k
+rows and prints the per-step max/mean attention cost over 8 ranks when each step's rows are
+dealt in shuffled order and when they are balanced by cost (``training.rank_balance``).
 
     python bench/training_bench.py                      # small default, about a minute or two
     python bench/training_bench.py --samples 2000 --max-len 65536 --attn-lengths 16384,65536
@@ -37,6 +40,8 @@ from longalign.models import resolve_model  # noqa: E402
 from longalign.packing.plan import plan_naive, plan_packs, plan_sorted  # noqa: E402
 from longalign.packing.store import ROW_SCHEMA  # noqa: E402
 from longalign.training import train  # noqa: E402
+from longalign.training.data import MicroBatch  # noqa: E402
+from longalign.training.schedule import DEFAULT_LINEAR, plan_training  # noqa: E402
 
 
 def length_mix(n: int, max_len: int, seed: int) -> list[int]:
@@ -205,6 +210,37 @@ def report_attention(args: argparse.Namespace, rows: list[dict]) -> None:
               f"{r['dense_mask_sdpa_tps']:22.0f} {r['ratio']:5.2f}x")
 
 
+def bench_balance(args: argparse.Namespace) -> dict[tuple[int, bool], list[float]]:
+    """Per-step max/mean rank cost for shuffled and balanced dealing of packed 64k rows."""
+    rng = np.random.default_rng(args.seed)
+    lengths = np.concatenate([rng.integers(8193, 65537, 10_000), rng.integers(20, 8193, 60_000)])
+    rows = plan_packs(lengths, 65536, seed=args.seed)
+    batches = [MicroBatch(i, rows=[(0, 0, i)], seq_lens=[lengths[r].tolist()],
+                          n_targets=[[1] * len(r)]) for i, r in enumerate(rows)]
+    out = {}
+    for accumulation in (1, 4):
+        for balance in (False, True):
+            plans = plan_training(batches, "pack", seed=args.seed, epochs=1, max_steps=None,
+                                  world_size=8, accumulation=accumulation, balance=balance,
+                                  linear=DEFAULT_LINEAR)
+            out[(accumulation, balance)] = [p.rank_cost_ratio for p in plans]
+    return out
+
+
+def report_balance(res: dict[tuple[int, bool], list[float]]) -> None:
+    print("\nrank balance, LongAlign mix packed into 64k rows, 8 ranks, cost n^2 + "
+          f"{DEFAULT_LINEAR:.0f} n per sample (Llama-3.1-8B), per-step max/mean rank cost:")
+    print(f"{'accumulation':>12} {'dealing':>9} {'steps':>6} {'mean':>7} {'p90':>7} {'max':>7}")
+    for (accumulation, balance), ratios in res.items():
+        print(f"{accumulation:12d} {'balanced' if balance else 'shuffled':>9} {len(ratios):6d} "
+              f"{statistics.mean(ratios):7.3f} {float(np.percentile(ratios, 90)):7.3f} "
+              f"{max(ratios):7.3f}")
+    for accumulation in (1, 4):
+        a, b = res[(accumulation, False)], res[(accumulation, True)]
+        print(f"accumulation {accumulation}: step time (slowest rank) shuffled / balanced "
+              f"about {statistics.mean(a) / statistics.mean(b):.3f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="a model spec instead of the built tiny Llama")
@@ -222,11 +258,15 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-strategies", action="store_true")
+    p.add_argument("--balance-only", action="store_true", help="only part 3 (no model, seconds)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: CPU time is a steady measure on a shared machine)")
     args = p.parse_args()
     args.attn_lengths = [int(x) for x in args.attn_lengths.split(",") if x]
     torch.set_num_threads(args.threads)
+    if args.balance_only:
+        report_balance(bench_balance(args))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         args.model_path = build_model(args, Path(tmp))
         what = args.model or f"tiny Llama, hidden {args.hidden}, {args.layers} layers"
@@ -234,6 +274,7 @@ def main() -> None:
         if not args.skip_strategies:
             report_strategies(args, bench_strategies(args, Path(tmp)))
         report_attention(args, bench_attention(args))
+    report_balance(bench_balance(args))
 
 
 if __name__ == "__main__":
