@@ -1,6 +1,7 @@
 """Throughput of the openai teacher against a chat-completions server with a fixed latency.
 
-Runs the real OpenAITeacher (httpx2, our retry policy, the concurrency semaphore) against a local
+Runs the real OpenAITeacher (the shared endpoint client: the openai SDK, our retry policy, the
+concurrency semaphore) against a local
 OpenAI-compatible server (in its own process, so it does not compete with the client for the GIL)
 that answers every request after exactly ``--latency`` seconds, at several concurrency limits in one
 run, and prints requests/s and the ratio to concurrency 1. With 50 ms latency the ideal is
@@ -66,7 +67,7 @@ def measure(url: str, concurrency: int, requests: int) -> tuple[float, int]:
     out = teacher.complete(chats, 16)
     seconds = time.perf_counter() - start
     failed = sum(c.error is not None for c in out)
-    return requests / seconds, teacher.max_in_flight if not failed else -failed
+    return requests / seconds, teacher.client.usage.max_in_flight if not failed else -failed
 
 
 def main() -> None:

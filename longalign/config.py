@@ -64,6 +64,17 @@ class _Endpoint(_Section):
     concurrency: int = Field(8, ge=1, le=1024)  # requests in flight at once
     timeout_seconds: float = Field(600.0, gt=0)  # per request
     max_retries: int = Field(6, ge=0)  # on 429, 5xx, timeouts, dropped connections
+    backoff_seconds: float = Field(1.0, gt=0, description=(
+        "First retry delay in seconds; doubles per retry, with jitter (a Retry-After wins)."))
+    backoff_max_seconds: float = Field(60.0, gt=0, description="Longest backoff delay in seconds.")
+    max_retry_after_seconds: float = Field(600.0, gt=0, description=(
+        "A longer Retry-After asked by the server is cut to this many seconds."))
+    max_failure_rate: float = Field(0.1, ge=0, le=1, description=(
+        "The run fails when more than this share of its requests fail after retries "
+        "(or when none succeeds); see docs/generation.md, failure semantics."))
+    allow_partial: bool = Field(False, description=(
+        "Finish a run whose failure rate exceeds max_failure_rate (never one without any success); "
+        "the stage's stats and summary then report it as partial."))
     price_prompt_per_million: float = Field(0.0, ge=0)  # for the cost estimate in stats (any currency)
     price_completion_per_million: float = Field(0.0, ge=0)
 
@@ -85,9 +96,6 @@ class TeacherAPIConfig(_Endpoint):
     generation.teacher_model). Retries back off exponentially with jitter and honour Retry-After."""
 
     base_url: str | None = None  # e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)
-    backoff_seconds: float = Field(1.0, gt=0)  # first retry delay; doubles per retry, with jitter
-    backoff_max_seconds: float = Field(60.0, gt=0)
-    max_retry_after_seconds: float = Field(600.0, gt=0)  # a longer Retry-After is cut to this
     temperature: float = Field(0.0, ge=0, le=2)
     chars_per_token: float = Field(3.5, gt=0)  # to fit documents into teacher_context_tokens
 
@@ -99,11 +107,16 @@ class GenerationConfig(_Section):
     teacher_model: str = "embedded:smollm2"  # local: a model spec; openai: the served model name
     teacher_documents: int | None = Field(None, ge=0)  # documents given to the teacher (None: all)
     synthetic_per_document: int = Field(0, ge=0)  # extra exact-answer recall tasks per document
-    teacher_context_tokens: int = Field(6144, ge=256)  # longer documents are middle-truncated
+    teacher_context_tokens: int = Field(131072, ge=256, description=(
+        "The teacher's context window in tokens: a document that fits (with the prompt and "
+        "max_new_tokens) reaches the teacher whole; only longer ones are middle-truncated and counted. "
+        "The local teacher is further capped by its model's positions."))
     max_new_tokens: int = Field(256, ge=1)
     api: TeacherAPIConfig = TeacherAPIConfig()
     prompts_dir: str | None = None  # folder of prompt templates overriding the built-in ones
-    work_dir: str | None = None  # checkpoint folder kept across restarts (None: inside the output)
+    work_dir: str | None = Field(None, description=(
+        "Folder of the teacher's request journal, kept across runs so a rerun sends only what failed "
+        "(None: $LONGALIGN_CACHE/generation; on a cluster a path on a persistent volume)."))
     short_data: str | None = None  # short chats to mix in: a JSONL file or a folder of Parquet/JSONL
     short_ratio: float = Field(0.0, ge=0)  # short chats per long sample
     seed: int = 0
@@ -275,7 +288,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                      "max_documents": 6},
         "generation": {"teacher": "local", "teacher_model": "embedded:smollm2",
                        "teacher_documents": 3, "synthetic_per_document": 1,
-                       "teacher_context_tokens": 2048, "max_new_tokens": 96},
+                       "max_new_tokens": 96},
         "packing": {"strategy": "pack", "max_len": 4096},
         "training": {"epochs": 1, "learning_rate": 2e-5},
         "scoring": {"suites": ["needle", "recall"], "lengths": [1024, 2048],

@@ -17,3 +17,20 @@ def tiny_model() -> str:
 
     resolve_model("embedded:tiny")
     return "embedded:tiny"
+
+
+@pytest.fixture
+def server():
+    """A fake OpenAI-compatible server on 127.0.0.1 (fake_openai_server.py)."""
+    from fake_openai_server import FakeOpenAI
+
+    with FakeOpenAI() as s:
+        yield s
+
+
+@pytest.fixture
+def teacher_key(monkeypatch):
+    """The test API key in the variable the tests' api_key_env names."""
+    from fake_openai_server import API_KEY, KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, API_KEY)

@@ -120,6 +120,17 @@ def _fence(text: str) -> str:
 def preview_markdown(samples: list[Sample], stats: dict[str, Any]) -> str:
     """A few samples (teacher tasks first, then synthetic ones) and the main counts."""
     lines = ["# Generated samples", ""]
+    failures = stats.get("teacher_failures") or {}
+    if failures.get("partial"):
+        lines += [f"**{'PARTIAL DATA' if failures['over_limit'] else 'Some teacher requests failed'}:** "
+                  f"{failures['failed']} of {failures['attempted']} teacher requests to {failures['host']} "
+                  f"failed after retries ({', '.join(f'{k} {v}' for k, v in failures['reasons'].items())}); "
+                  f"limit {failures['limit']:.0%}. Their documents have no teacher sample.", ""]
+    window = stats.get("teacher_window")
+    if window:
+        lines += [f"Teacher window: {window['tokens']:,} tokens (set by {window['limited_by']}); "
+                  f"{window['truncated_documents']} of {window['documents']} documents were longer than "
+                  f"{window['document_tokens']:,} tokens and reached the teacher middle-truncated.", ""]
     by_task = stats["samples"]["by_task"]
     lines.append(markdown_table(sorted(by_task.items()), ("task", "samples")))
     rejects = sorted((reason, n) for reason, n in stats["rejects"].items() if n)

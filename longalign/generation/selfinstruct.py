@@ -1,12 +1,14 @@
 """LongAlign's Self-Instruct over long documents (recipe section 2).
 
 For each document: pick one of four task types (seeded by seed and document id), ask the teacher
-for 5 numbered questions about the middle-truncated document, parse them, drop bad ones and ones
-already picked for an earlier document, pick one at random, ask the teacher to answer it with the
-document in context, gate the answer, and emit a chat whose user message holds the FULL document
-and the question. All question prompts go to the teacher as one batch, then all answer prompts as
-one batch. With a checkpoint, a request already answered in an earlier (killed) run is served
-from it and never sent again; every new reply is written to it as soon as it arrives.
+for 5 numbered questions about the document, parse them, drop bad ones and ones already picked for
+an earlier document, pick one at random, ask the teacher to answer it with the document in context,
+gate the answer, and emit a chat whose user message holds the FULL document and the question. The
+teacher reads the whole document when it fits its context window (``document_tokens``); only a
+longer one is middle-truncated for the teacher, and counted. All question prompts go to the teacher
+as one batch, then all answer prompts as one batch; ``check`` runs after each batch (the failure
+rule). With a journal, a request answered in an earlier run is served from it and never sent
+again; every new successful reply is written to it as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
-from longalign.generation.checkpoint import Checkpoint, request_key
+from longalign.endpoints.journal import Journal, request_key, through_journal
+from longalign.endpoints.reply import Usage
 from longalign.generation.gates import check_answer, check_question, dedupe_questions, question_key
 from longalign.generation.parsing import parse_questions
 from longalign.generation.prompts import TASK_TYPES, Prompts, default_prompts
@@ -31,68 +34,32 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 @dataclass
 class Tally:
-    """What the teacher did and what the gates rejected (reason -> count)."""
+    """What the teacher did (``usage``: requests, journal hits, failures, tokens) and what the
+    gates rejected (reason -> count)."""
 
     rejects: Counter = field(default_factory=Counter)
-    calls: int = 0  # requests answered by the teacher in this run
-    cached: int = 0  # requests answered from the checkpoint
-    failed: int = 0  # requests the teacher gave up on
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cached_generated_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     truncated_documents: int = 0
     answers_cut: int = 0
     seconds: Counter = field(default_factory=Counter)
 
     def ask(self, teacher: Teacher, prompts: Sequence[Chat], max_new_tokens: int, phase: str, *,
-            meta: Sequence[tuple[str, str]] | None = None, checkpoint: Checkpoint | None = None) -> list[Completion]:
-        """Answer ``prompts`` (from the checkpoint where possible), record new replies durably,
-        and account for them. ``meta`` holds ``(doc_id, task)`` per prompt for the checkpoint."""
+            meta: Sequence[tuple[str, str]] | None = None, journal: Journal | None = None) -> list[Completion]:
+        """Answer ``prompts`` (from the journal where possible), record new replies durably, and
+        account for them. ``meta`` holds ``(doc_id, task)`` per prompt for the journal."""
         if not prompts:
             return []
         start = time.monotonic()
         fingerprint = getattr(teacher, "fingerprint", teacher.name)
-        keys = [request_key(fingerprint, chat, max_new_tokens) for chat in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
-        if checkpoint is not None:
-            for i, key in enumerate(keys):
-                record = checkpoint.get(key)
-                if record is not None:
-                    results[i] = Completion(record["text"], record["prompt_tokens"], record["completion_tokens"],
-                                            record["finish_reason"])
-        missing = [i for i, r in enumerate(results) if r is None]
-        recorded: set[int] = set()
-
-        def on_result(j: int, completion: Completion) -> None:
-            i = missing[j]
-            if checkpoint is None or completion.error is not None or i in recorded:
-                return
-            recorded.add(i)
-            doc_id, task = meta[i] if meta else ("", "")
-            checkpoint.append({
-                "key": keys[i], "doc_id": doc_id, "task": task, "phase": phase, "teacher": teacher.name,
-                "text": completion.text, "finish_reason": completion.finish_reason,
-                "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-            })
-
-        cached = [r for r in results if r is not None]
-        self.cached += len(cached)
-        self.cached_prompt_tokens += sum(c.prompt_tokens for c in cached)
-        self.cached_generated_tokens += sum(c.completion_tokens for c in cached)
-        if missing:
-            fresh = teacher.complete([prompts[i] for i in missing], max_new_tokens, on_result=on_result)
-            for j, completion in enumerate(fresh):
-                on_result(j, completion)  # a no-op for replies the teacher already reported
-                results[missing[j]] = completion
-                if completion.error is not None:
-                    self.failed += 1
-                    continue
-                self.calls += 1
-                self.prompt_tokens += completion.prompt_tokens
-                self.generated_tokens += completion.completion_tokens
+        keys = [request_key({"teacher": fingerprint, "max_tokens": max_new_tokens, "messages": list(chat)})
+                for chat in prompts]
+        records = [{"doc_id": d, "task": t, "phase": phase, "teacher": teacher.name} for d, t in meta] if meta else None
+        results = through_journal(journal, keys, lambda idx, cb: teacher.complete(
+            [prompts[i] for i in idx], max_new_tokens, on_result=cb), records)
+        for reply in results:
+            self.usage.add(reply)
         self.seconds[phase] += time.monotonic() - start
-        return results  # type: ignore[return-value]
+        return results
 
 
 def choose_task(seed: int, doc_id: str) -> str:
@@ -142,19 +109,22 @@ def _unusable(reply: Completion, tally: Tally) -> bool:
 
 
 def self_instruct(documents: Sequence[tuple[str, str]], teacher: Teacher, *, seed: int,
-                  context_tokens: int, max_new_tokens: int, tally: Tally, prompts: Prompts | None = None,
-                  checkpoint: Checkpoint | None = None) -> list[Sample]:
-    """Teacher-written samples (at most one per document) for ``(doc_id, text)`` pairs, in order."""
+                  document_tokens: int, max_new_tokens: int, tally: Tally, prompts: Prompts | None = None,
+                  journal: Journal | None = None, check: Callable[[], None] | None = None) -> list[Sample]:
+    """Teacher-written samples (at most one per document) for ``(doc_id, text)`` pairs, in order.
+    ``document_tokens``: the most teacher tokens of a document that fit the teacher's window."""
     prompts = prompts or default_prompts()
+    check = check or (lambda: None)
     fitted = []
     for _, text in documents:
-        short, cut = teacher.truncate(text, context_tokens)
+        short, cut = teacher.truncate(text, document_tokens)
         tally.truncated_documents += cut
         fitted.append(short)
     tasks = [choose_task(seed, doc_id) for doc_id, _ in documents]
     proposals = tally.ask(teacher, [prompts.question_prompt(t, f) for t, f in zip(tasks, fitted)],
-                          max_new_tokens, "questions", checkpoint=checkpoint,
+                          max_new_tokens, "questions", journal=journal,
                           meta=[(doc_id, task) for (doc_id, _), task in zip(documents, tasks)])
+    check()
     picked: list[tuple[int, str]] = []
     used: set[str] = set()  # questions picked for earlier documents
     for i, reply in enumerate(proposals):
@@ -172,7 +142,8 @@ def self_instruct(documents: Sequence[tuple[str, str]], teacher: Teacher, *, see
         used.add(question_key(question))
         picked.append((i, question))
     answers = tally.ask(teacher, [prompts.answer_prompt(fitted[i], q) for i, q in picked], max_new_tokens,
-                        "answers", checkpoint=checkpoint, meta=[(documents[i][0], tasks[i]) for i, _ in picked])
+                        "answers", journal=journal, meta=[(documents[i][0], tasks[i]) for i, _ in picked])
+    check()
     samples = []
     for (i, question), reply in zip(picked, answers):
         doc_id, text = documents[i]

@@ -1,52 +1,50 @@
 """The generation stage: corpus documents in, chat samples out.
 
-Teacher replies are recorded in a checkpoint (``checkpoint.py``) as they arrive. It lives in
-``generation.work_dir`` when set (on a cluster: a path on a persistent volume, since a KFP output
-folder is new for every run), else in ``<output>/checkpoint/``: re-running the same command after
-a crash or kill resumes there (an output holding only that folder is an unfinished run, not a
-finished one), and the finished output keeps the folder so that a later ``--overwrite`` re-run
-serves every unchanged request from it.
+Teacher replies are recorded in a request journal (longalign.endpoints.journal) as they arrive. It
+lives in ``generation.work_dir`` when set (on a cluster: a path on a persistent volume, since a KFP
+output folder is new for every run), else in ``$LONGALIGN_CACHE/generation``; never in the output,
+which is written only when the run succeeds. Re-running after a crash, a kill or an outage sends
+only the requests that have no reply yet.
+
+Failure rule (longalign.endpoints.failures): the run fails, leaving no output, when more than
+``api.max_failure_rate`` of the teacher's requests failed after retries (checked after the question
+batch and again after the answer batch), or when no teacher sample came out at all;
+``api.allow_partial`` lets a run over the limit finish, reported as partial in stats and preview.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
-from longalign.generation.checkpoint import Checkpoint, checkpoint_name
+from longalign.endpoints import Journal, check_failures, journal_name
+from longalign.models import cache_root
 from longalign.generation.prompts import Prompts
 from longalign.generation.samples import Sample, preview_markdown, seeded_rng, write_shards
 from longalign.generation.selfinstruct import Tally, self_instruct
 from longalign.generation.shortdata import draw_short, load_short_chats
 from longalign.generation.stats import REJECT_REASONS, build_stats
 from longalign.generation.synthetic import synthetic_task
-from longalign.generation.teachers import Teacher, make_teacher
+from longalign.generation.teachers import Teacher, make_teacher, window_of
 from longalign.io import atomic_dir, read_parquet_dir, write_json
 
 log = logging.getLogger("longalign")
 SYNTHETIC_TEACHER = "synthetic"
-CHECKPOINT_DIR = "checkpoint"
 TEACHERS = ("local", "openai")
-__all__ = ["generate", "REJECT_REASONS", "CHECKPOINT_DIR"]
-
-
-def _unfinished(output: Path) -> bool:
-    """True when ``output`` holds nothing but the checkpoint of an unfinished run."""
-    return output.is_dir() and [p.name for p in output.iterdir()] == [CHECKPOINT_DIR]
+PROMPT_RESERVE = 256  # teacher tokens kept free in the window for the instructions and the question
+__all__ = ["generate", "REJECT_REASONS"]
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
-    """Fail before any expensive work if the output would be refused later. An output holding only
-    an unfinished run's checkpoint is resumed (and replaced at the end) without ``overwrite``."""
+    """Fail before any expensive work if the output would be refused later."""
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a directory")
-    if output.exists() and any(output.iterdir()) and not overwrite and not _unfinished(output):
+    if output.exists() and any(output.iterdir()) and not overwrite:
         raise UserError(f"output {output} already exists and is not empty (use --overwrite)")
 
 
@@ -87,27 +85,48 @@ def synthetic_samples(documents: list[tuple[str, str]], per_document: int, seed:
 
 
 
-def _teacher_samples(config: GenerationConfig, output: Path, teacher: Teacher, documents: list[tuple[str, str]],
-                     prompts: Prompts, tally: Tally) -> tuple[list[Sample], dict]:
-    """Self-Instruct samples, with every teacher reply recorded in (and served from) the checkpoint."""
-    from longalign.generation.openai_teacher import TeacherStopped
+def journal_dir(config: GenerationConfig) -> Path:
+    return Path(config.work_dir) if config.work_dir else cache_root() / "generation"
 
-    work = Path(config.work_dir) if config.work_dir else output / CHECKPOINT_DIR
-    name = checkpoint_name(getattr(teacher, "fingerprint", teacher.name), config.seed, [d for d, _ in documents])
-    with Checkpoint(work / name) as checkpoint:
-        if checkpoint.loaded:
-            log.info("generation: resuming; %d teacher replies come from the checkpoint", checkpoint.loaded)
-        try:
-            samples = self_instruct(documents, teacher, seed=config.seed, context_tokens=config.teacher_context_tokens,
-                                    max_new_tokens=config.max_new_tokens, tally=tally, prompts=prompts,
-                                    checkpoint=checkpoint)
-        except TeacherStopped as exc:
-            raise UserError(f"{exc}. The {len(checkpoint.records)} finished teacher replies are kept in "
-                            f"{checkpoint.path}; fix the cause and run again with the same "
-                            f"{'work_dir' if config.work_dir else 'output'} to resume") from None
-        info = {"file": name, "in": "work_dir" if config.work_dir else f"output/{CHECKPOINT_DIR}",
-                "loaded": checkpoint.loaded, "appended": checkpoint.appended, "damaged_lines": checkpoint.damaged}
-    return samples, info
+
+def _teacher_samples(config: GenerationConfig, teacher: Teacher, documents: list[tuple[str, str]],
+                     prompts: Prompts, tally: Tally) -> tuple[list[Sample], dict]:
+    """Self-Instruct samples, every teacher reply recorded in (and served from) the journal, the
+    failure rule applied after each batch; returns the samples and the teacher facts for stats."""
+    window, limited_by = window_of(teacher, config.teacher_context_tokens)
+    document_tokens = window - config.max_new_tokens - PROMPT_RESERVE
+    if document_tokens < 256:
+        raise UserError(f"the teacher's window of {window} tokens leaves no room for a document after "
+                        f"max_new_tokens={config.max_new_tokens}: raise teacher_context_tokens or lower max_new_tokens")
+    name = journal_name(getattr(teacher, "fingerprint", teacher.name), config.seed, sorted(d for d, _ in documents))
+    client = getattr(teacher, "client", None)
+    failure: dict = {}
+
+    def check() -> None:
+        if client is not None:  # only an endpoint's requests can fail; a local model raises
+            failure.update(check_failures(tally.usage, config.api, role="teacher", host=client.host,
+                                          what="generation.api", kept=str(journal.path)))
+
+    with Journal(journal_dir(config) / name) as journal:
+        if journal.loaded:
+            log.info("generation: %d teacher replies are in the journal %s; only the others are sent",
+                     journal.loaded, journal.path)
+        samples = self_instruct(documents, teacher, seed=config.seed, document_tokens=document_tokens,
+                                max_new_tokens=config.max_new_tokens, tally=tally, prompts=prompts,
+                                journal=journal, check=check)
+        facts = {"journal": journal.info(), "failures": failure or None,
+                 "window": {"tokens": window, "limited_by": limited_by, "document_tokens": document_tokens,
+                            "truncated_documents": tally.truncated_documents, "documents": len(documents)}}
+    if not samples:
+        raise UserError(f"no teacher sample came out of {len(documents)} documents (rejects: "
+                        f"{', '.join(f'{k}={v}' for k, v in sorted(tally.rejects.items()) if v) or 'none'}); "
+                        "try a stronger teacher_model, or teacher=synthetic")
+    if failure.get("partial"):
+        log.warning("generation: PARTIAL DATA: %d of %d teacher requests failed (%s); kept because "
+                    "generation.api.allow_partial is set" if failure["over_limit"] else
+                    "generation: %d of %d teacher requests failed (%s), within the limit; their documents "
+                    "have no teacher sample", failure["failed"], failure["attempted"], failure["reasons"])
+    return samples, facts
 
 
 def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | os.PathLike, *,
@@ -119,9 +138,10 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     ``synthetic_per_document`` recall tasks; with ``teacher="synthetic"`` only recall tasks are
     made (at least one per document). ``short_ratio`` short chats per long sample are mixed in
     from ``short_data``. Writes ``samples-*.parquet``, ``stats.json`` and ``preview.md``
-    atomically and returns the stats. Raises UserError for a missing or empty corpus, a non-empty
-    output without ``overwrite``, a teacher endpoint that refuses the key or model, or when no
-    sample survives the gates.
+    atomically and returns the stats. Raises UserError (and writes nothing) for a missing or empty
+    corpus, a non-empty output without ``overwrite``, a teacher endpoint that refuses the key or
+    model, too many failed teacher requests (the failure rule above), no teacher sample at all, or
+    when no sample survives the gates.
     """
     start = time.monotonic()
     output = Path(output)
@@ -134,13 +154,13 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     samples: list[Sample] = []
     teacher: Teacher | None = None
     teacher_docs: list[tuple[str, str]] = []
-    checkpoint_info = None
+    teacher_facts = None
     per_document = config.synthetic_per_document
     if config.teacher in TEACHERS:
         teacher_docs = documents[: config.teacher_documents] if config.teacher_documents is not None else documents
         if teacher_docs:
             teacher = make_teacher(config.teacher, config.teacher_model, config.api)
-            samples, checkpoint_info = _teacher_samples(config, output, teacher, teacher_docs, prompts, tally)
+            samples, teacher_facts = _teacher_samples(config, teacher, teacher_docs, prompts, tally)
     else:
         per_document = max(1, per_document)
     synthetic_start = time.monotonic()
@@ -154,7 +174,7 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
         short, short_stats = draw_short(*short_pool, config.short_ratio, len(samples), config.seed)
         samples += short
     stats = build_stats(config, rows=rows, documents=documents, teacher_docs=len(teacher_docs), samples=samples,
-                        tally=tally, teacher=teacher, seconds=time.monotonic() - start, checkpoint=checkpoint_info,
+                        tally=tally, teacher=teacher, seconds=time.monotonic() - start, facts=teacher_facts,
                         prompts={"digest": prompts.digest, "overridden": prompts.overridden}, short=short_stats)
     log.info("generation: %d samples from %d documents; rejects %s", len(samples),
              stats["documents"]["used"], {k: v for k, v in stats["rejects"].items() if v} or "none")
@@ -162,11 +182,8 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
         raise UserError(f"no sample was generated from {len(documents)} documents (rejects: "
                         f"{', '.join(f'{k}={v}' for k, v in stats['rejects'].items() if v) or 'none'}); "
                         "try teacher=synthetic or a stronger teacher_model")
-    kept = output / CHECKPOINT_DIR
-    with atomic_dir(output, overwrite=overwrite or _unfinished(output)) as tmp:
+    with atomic_dir(output, overwrite=overwrite) as tmp:
         stats["files"] = write_shards(tmp, samples)
         write_json(tmp / "stats.json", stats)
         (tmp / "preview.md").write_text(preview_markdown(samples, stats), encoding="utf-8")
-        if config.work_dir is None and kept.is_dir():
-            shutil.copytree(kept, tmp / CHECKPOINT_DIR)
     return stats

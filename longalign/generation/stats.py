@@ -27,22 +27,27 @@ def _cost(config: GenerationConfig, prompt_tokens: int, completion_tokens: int) 
 
 def build_stats(config: GenerationConfig, *, rows: int, documents: list, teacher_docs: int,
                 samples: list[Sample], tally: Tally, teacher: Any, seconds: float,
-                checkpoint: dict | None, prompts: dict | None, short: dict | None) -> dict[str, Any]:
+                facts: dict | None, prompts: dict | None, short: dict | None) -> dict[str, Any]:
+    """``facts``: the teacher's journal, failure report and context window (stage._teacher_samples)."""
     by_task = Counter(s.task for s in samples)
     by_teacher = Counter(s.teacher for s in samples)
     rejects = {reason: tally.rejects.get(reason, 0) for reason in REJECT_REASONS}
     rejects.update({k: v for k, v in sorted(tally.rejects.items()) if k not in rejects})
     used = len({s.doc_id for s in samples if s.messages is None})
-    cost = _cost(config, tally.prompt_tokens, tally.generated_tokens)
-    cost_total = _cost(config, tally.prompt_tokens + tally.cached_prompt_tokens,
-                       tally.generated_tokens + tally.cached_generated_tokens)
+    u = tally.usage
+    cost = _cost(config, u.prompt_tokens, u.completion_tokens)
+    cost_total = _cost(config, u.prompt_tokens + u.cached_prompt_tokens,
+                       u.completion_tokens + u.cached_completion_tokens)
+    facts = facts or {}
+    failures = facts.get("failures") or {}
+    window = facts.get("window") or {}
     usage: dict[str, Any] = {
-        "calls": tally.calls, "cached": tally.cached, "failed": tally.failed,
+        "calls": u.calls, "cached": u.cached, "failed": u.failed, "failures": dict(sorted(u.failures.items())),
         "batches": getattr(teacher, "batches", 0),
-        "prompt_tokens": tally.prompt_tokens, "generated_tokens": tally.generated_tokens,
-        "cached_prompt_tokens": tally.cached_prompt_tokens, "cached_generated_tokens": tally.cached_generated_tokens,
+        "prompt_tokens": u.prompt_tokens, "generated_tokens": u.completion_tokens,
+        "cached_prompt_tokens": u.cached_prompt_tokens, "cached_generated_tokens": u.cached_completion_tokens,
         "truncated_documents": tally.truncated_documents, "answers_cut": tally.answers_cut,
-        "estimated_cost": cost, "estimated_cost_with_checkpoint": cost_total,
+        "estimated_cost": cost, "estimated_cost_with_journal": cost_total,
     }
     if hasattr(teacher, "usage_stats"):
         usage.update(teacher.usage_stats())
@@ -54,7 +59,12 @@ def build_stats(config: GenerationConfig, *, rows: int, documents: list, teacher
                     "by_teacher": dict(sorted(by_teacher.items()))},
         "rejects": rejects,
         "teacher_usage": usage,
-        "checkpoint": checkpoint,
+        "journal": facts.get("journal"),
+        # teacher requests that failed after retries: rate, limit, reasons; partial: some are missing
+        "teacher_failures": failures or None,
+        "partial": bool(failures.get("partial")),
+        # the teacher's context window: documents longer than document_tokens were middle-truncated
+        "teacher_window": window or None,
         "prompts": prompts,
         "short_data": short,
         "seconds": {"total": round(seconds, 3),
@@ -64,14 +74,18 @@ def build_stats(config: GenerationConfig, *, rows: int, documents: list, teacher
     teacher_seconds = tally.seconds["questions"] + tally.seconds["answers"]
     metrics: dict[str, float | int] = {
         "documents_valid": len(documents), "documents_used": used, "samples": len(samples),
-        "teacher_calls": tally.calls, "teacher_cached": tally.cached, "teacher_failed": tally.failed,
-        "generated_tokens": tally.generated_tokens,
-        "generated_tokens_per_second": round(tally.generated_tokens / teacher_seconds, 3) if teacher_seconds else 0,
+        "teacher_calls": u.calls, "teacher_cached": u.cached, "teacher_failed": u.failed,
+        "teacher_partial": int(bool(failures.get("partial"))),
+        "truncated_documents": tally.truncated_documents,
+        "generated_tokens": u.completion_tokens,
+        "generated_tokens_per_second": round(u.completion_tokens / teacher_seconds, 3) if teacher_seconds else 0,
         "rejects": sum(rejects.values()), "seconds": round(seconds, 3),
     }
     if cost is not None:
         metrics["estimated_cost"] = cost
         metrics["teacher_retries"] = sum(usage.get("retries", {}).values())
+    if window:
+        metrics["teacher_window"] = window["tokens"]
     metrics.update({f"samples_{task}": n for task, n in by_task.items()})
     metrics.update({f"rejects_{reason}": n for reason, n in rejects.items()})
     stats["metrics"] = metrics

@@ -1,45 +1,38 @@
 """Teachers: whatever writes questions and answers, behind one small batched interface.
 
 A teacher takes a list of chats (each a list of ``{"role", "content"}`` messages) and returns one
-Completion per chat, in order. Batching is the teacher's business: the local teacher pads and
-runs several prompts per ``generate`` call; the API teacher (``openai_teacher``) sends them
-concurrently. Each finished reply is also handed to an optional ``on_result(index, completion)``
-callback as soon as it exists, which is how the checkpoint records it durably. A teacher also
-knows (or estimates) its own tokenizer, so it middle-truncates documents to what it can read.
+Completion (``longalign.endpoints.Reply``) per chat, in order. Batching is the teacher's business:
+the local teacher pads and runs several prompts per ``generate`` call; the API teacher
+(``openai_teacher``, over the shared endpoint client) sends them concurrently. Each finished reply
+is also handed to an optional ``on_result(index, completion)`` callback as soon as it exists, which
+is how the request journal records it durably. A teacher also knows (or estimates) its own
+tokenizer, so it middle-truncates documents that do not fit its context window.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
+from longalign.endpoints.reply import Reply
 from longalign.errors import UserError
 from longalign.progress import track
 
 Chat = list[dict[str, str]]
-OnResult = Optional[Callable[[int, "Completion"], None]]
+Completion = Reply  # one teacher reply (text, token usage, finish reason, error)
+OnResult = Optional[Callable[[int, Reply], None]]
 TRUNCATION_MARK = "\n\n[...]\n\n"
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One teacher reply. ``finish_reason`` is ``stop`` (ended on its own), ``length`` (cut by the
-    token limit) or ``content_filter``. ``error`` is set (and the text empty) when the request
-    failed for good; such a completion is never checkpointed."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
-    error: str | None = None
 
 
 class Teacher(Protocol):
     """The interface every teacher implements."""
 
     name: str  # recorded in each sample's ``teacher`` column, e.g. "local:embedded:smollm2"
-    fingerprint: str  # name + sampling settings: part of every checkpoint key
+    fingerprint: str  # name + sampling settings: part of every journal key
+
+    def window(self, configured: int) -> tuple[int, str]:
+        """The context window in tokens given ``generation.teacher_context_tokens``, and what set
+        it (``config`` or, for a local model, ``model positions``)."""
 
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         """``text`` cut to at most ``max_tokens`` teacher tokens by dropping its middle;
@@ -92,6 +85,12 @@ class LocalTeacher:
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
         return middle_truncate_offsets(text, self._offsets(text), max_tokens)
 
+    def window(self, configured: int) -> tuple[int, str]:
+        """The configured window, capped by the model's positions (SmolLM2: 8,192)."""
+        if self.max_positions and self.max_positions < configured:
+            return self.max_positions, "model positions"
+        return configured, "config"
+
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Prompt indices grouped longest first, within the batch size and padded-token budget."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -117,7 +116,7 @@ class LocalTeacher:
         if self.max_positions and max(lengths, default=0) + max_new_tokens > self.max_positions:
             raise UserError(
                 f"teacher prompt of {max(lengths)} tokens + {max_new_tokens} new tokens exceeds the "
-                f"teacher's {self.max_positions} positions: lower teacher_context_tokens"
+                f"teacher's {self.max_positions} positions: lower max_new_tokens"
             )
         eos = self.tokenizer.eos_token_id
         gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
@@ -141,6 +140,11 @@ class LocalTeacher:
                 if on_result is not None:
                     on_result(i, results[i])
         return results  # type: ignore[return-value]
+
+
+def window_of(teacher, configured: int) -> tuple[int, str]:
+    """``teacher.window(configured)`` when the teacher has a limit of its own, else the config's."""
+    return teacher.window(configured) if hasattr(teacher, "window") else (configured, "config")
 
 
 def make_teacher(kind: str, model: str, api=None) -> Teacher:

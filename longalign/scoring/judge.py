@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from statistics import mean
 
 from longalign.scoring.cases import rng_for
-from longalign.scoring.endpoint import Endpoint
+from longalign.endpoints import Client as Endpoint
 from longalign.scoring.longbench_data import EXAMPLES, SYSTEM_PROMPT, Benchmark, Question
 
 log = logging.getLogger("longalign")

@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 
 from longalign.config import LongBenchChatConfig
+from longalign.endpoints import Client as Endpoint, journal_name
 from longalign.errors import UserError
 from longalign.models import cache_root
 from longalign.scoring.answerer import Answerer
 from longalign.scoring.chat import count_tokens
-from longalign.scoring.endpoint import CallCache, Endpoint
 from longalign.scoring.judge import flatten, judge
 from longalign.scoring.longbench_data import Benchmark
 
@@ -30,9 +30,10 @@ MIN_BUDGET = 64  # raw-prompt tokens below which the model's window is refused a
 
 
 def judge_endpoint(config: LongBenchChatConfig) -> Endpoint:
-    """The judge client, with its on-disk call cache."""
+    """The judge client, with its durable request journal (a rerun sends only what is not in it)."""
     root = Path(config.cache_dir) if config.cache_dir else cache_root()
-    return Endpoint(config.judge, cache=CallCache(root / "judge"), what="scoring.longbench_chat.judge")
+    return Endpoint(config.judge, config.judge.model, role="judge", what="scoring.longbench_chat.judge",
+                    journal_path=root / "judge" / journal_name("judge", config.judge.model))
 
 
 def truncate_prompt(tokenizer, prompt: str, max_length: int) -> tuple[str, bool]:
@@ -101,7 +102,7 @@ def run_suite(bench: Benchmark, answerer: Answerer, endpoint: Endpoint, config: 
     summary = judge(bench, predictions, endpoint, runs=config.judge_runs, retries=config.judge_retries,
                     seed=seed)
     after = endpoint.usage.as_dict()
-    summary["judge_usage"] = {k: round(after[k] - before[k], 6) for k in after}
+    summary["judge_usage"] = {k: round(after[k] - before[k], 6) for k in after if isinstance(after[k], (int, float))}
     summary["truncated"] = facts["truncated"]
     summary["truncation"] = facts
     summary["sampling"] = {"temperature": config.temperature, "max_new_tokens": config.max_new_tokens,

@@ -7,7 +7,7 @@ import logging
 
 from longalign.config import EndpointConfig
 from longalign.scoring.chat import count_tokens, truncate_messages
-from longalign.scoring.endpoint import Endpoint
+from longalign.endpoints import Client
 
 log = logging.getLogger("longalign")
 
@@ -21,14 +21,15 @@ class OpenAIAnswerer:
     a generic endpoint cannot continue it, and exact-match scoring does not need it echoed.
 
     Greedy (temperature 0) unless ``with_generation`` asks for sampling. Model answers are never
-    cached (a new checkpoint may be served under the same name). A failed call yields an empty
-    answer and is counted in ``endpoint.usage.failed_calls``.
+    journaled (a new checkpoint may be served under the same name). A call that fails after retries
+    yields an empty answer and is counted in ``endpoint.usage.failed``; the scoring stage fails when
+    there are too many (longalign.endpoints.failures).
     """
 
     def __init__(self, config: EndpointConfig, tokenizer, max_new_tokens: int, *,
                  context: int | None = None, temperature: float = 0.0, what: str = "scoring.endpoint"):
         self.config = config
-        self.endpoint = Endpoint(config, what=what)
+        self.endpoint = Client(config, config.model, role="answerer", what=what)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.window = config.context or context or getattr(tokenizer, "model_max_length", None) or 4096

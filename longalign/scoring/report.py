@@ -126,10 +126,10 @@ def _longbench_html(results: dict[str, dict], stats: dict) -> str:
                          "judge replies"], rows))
     usage = stats.get("judge_usage")
     if usage:
-        parts.append(f"<p>Judge: {usage['calls']} call(s), {usage['cached_calls']} from cache, "
-                     f"{usage['failed_calls']} failed; {usage['prompt_tokens']} prompt + "
+        parts.append(f"<p>Judge: {usage['calls']} call(s), {usage['cached']} from the journal, "
+                     f"{usage['failed']} failed; {usage['prompt_tokens']} prompt + "
                      f"{usage['completion_tokens']} completion tokens; estimated cost "
-                     f"${usage['cost_usd']:.4f}.</p>")
+                     f"{usage['cost']:.4f} (at the configured prices).</p>")
     return "".join(parts)
 
 

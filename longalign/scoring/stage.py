@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from longalign.config import ScoringConfig
+from longalign.endpoints import Client as Endpoint, check_failures
+from longalign.endpoints.failures import reasons_text
 from longalign.errors import UserError
 from longalign.io import atomic_dir, require_dir, write_json
 from longalign.models import load_model, load_tokenizer, resolve_model
@@ -15,7 +17,6 @@ from longalign.scoring.answerer import Answerer, TransformersAnswerer
 from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
 from longalign.scoring.contamination import guard
-from longalign.scoring.endpoint import Endpoint, api_key
 from longalign.scoring.evaluate import evaluate, headline_metrics, metrics
 from longalign.scoring.haystack import Haystack, HaystackSource, load_source
 from longalign.scoring.longbench import SUITE as LBC, judge_endpoint, run_suite
@@ -24,6 +25,7 @@ from longalign.scoring.needle import needle_cases
 from longalign.scoring.recall import recall_cases
 from longalign.scoring.remote import OpenAIAnswerer
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
+from longalign.secrets import read_api_key
 
 log = logging.getLogger("longalign")
 
@@ -76,9 +78,9 @@ def score_answerer(config: ScoringConfig, spec: str, tokenizer, answerer: Answer
             log.info("%s %s accuracy %.3f (%d cases)", spec, suite, summary["accuracy"], summary["cases"])
     result = {"spec": spec, "suites": suites, "seconds": round(seconds, 2),
               "truncated_prompts": sum(s.get("truncated", 0) for s in suites.values())}
-    usage = getattr(getattr(answerer, "endpoint", None), "usage", None)
-    if usage is not None:
-        result["answer_usage"] = usage.as_dict()
+    client = getattr(answerer, "endpoint", None)
+    if client is not None:
+        result["answer_usage"] = client.usage.as_dict(client.config)
     return result
 
 
@@ -111,7 +113,21 @@ def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     answerer = _answerer(config, label, spec, tokenizer)
     result = score_answerer(config, spec, tokenizer, answerer, source, bench=bench, judge=judge)
     result["seconds"] = round(time.monotonic() - start, 2)
+    client = getattr(answerer, "endpoint", None)
+    if client is not None:  # answers that failed after retries count as wrong; too many fail the run
+        result["answer_failures"] = _failures(client)
     return result
+
+
+def _failures(client: Endpoint, kept: str = "") -> dict:
+    """The failure rule of longalign.endpoints for one endpoint; logs loudly when some failed."""
+    report = check_failures(client.usage, client.config, role=client.role, host=client.host, what=client.what,
+                            kept=kept)
+    if report["partial"]:
+        log.warning("scoring: %d of %d %s requests to %s failed after retries (%s)%s", report["failed"],
+                    report["attempted"], client.role, client.host, reasons_text(report["reasons"]),
+                    "; PARTIAL RESULTS kept because allow_partial is set" if report["over_limit"] else "")
+    return report
 
 
 def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], haystack: dict,
@@ -170,7 +186,7 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
         resolve_model(spec)
     for what, endpoint in (("scoring.endpoint", config.endpoint), ("scoring.base_endpoint", config.base_endpoint)):
         if endpoint is not None:
-            api_key(endpoint, what)  # a missing key fails before any work
+            read_api_key(endpoint.api_key_file, endpoint.api_key_env, what)  # a missing key fails before any work
     contamination = guard(list(config.suites), str(model), config.contamination)
     baseline = baseline or config.baseline
     previous = load_baseline(baseline) if baseline else None
@@ -179,15 +195,21 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
     source = load_source(corpus, max(lengths)) if offline_suites(config) else None
     with atomic_dir(output, overwrite=overwrite) as tmp:
         results: dict[str, dict] = {}
+        failures: dict[str, dict] = {}
         for label, spec in specs.items():
             if label == "base" and spec == specs["model"] and config.base_endpoint is None:
                 results[label] = results["model"]
                 continue
             log.info("scoring %s (%s)", label, spec)
             results[label] = _score_one(config, label, spec, source, bench, judge)
-        extra = {"contamination": contamination}
+            if judge is not None:  # unjudged questions are never silently left out of a mean
+                failures["judge"] = _failures(judge, str(judge.journal_path))
+            if "answer_failures" in results[label]:
+                failures[f"answerer:{label}"] = results[label]["answer_failures"]
+        extra: dict = {"contamination": contamination, "endpoint_failures": failures or None,
+                       "partial": any(f["partial"] for f in failures.values())}
         if bench:
-            extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict()})
+            extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict(judge.config)})
         comparison = compare(results["model"], config.model_dump(), previous) if previous else None
         stats = write_outputs(tmp, config, results, source.info if source else {},
                               time.monotonic() - start, comparison=comparison, extra=extra)

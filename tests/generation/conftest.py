@@ -9,7 +9,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fake_openai_server import API_KEY, KEY_ENV, FakeOpenAI
 
 CORPUS_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("uri", pa.string()), ("text", pa.string()),
@@ -97,14 +96,11 @@ def document():
     return make_document
 
 
-@pytest.fixture
-def server():
-    """A fake OpenAI-compatible server on 127.0.0.1 (fake_openai_server.py)."""
-    with FakeOpenAI() as s:
-        yield s
+@pytest.fixture(autouse=True)
+def journal_home(tmp_path, monkeypatch):
+    """The default journal folder ($LONGALIGN_CACHE/generation) of each test, inside its tmp_path."""
+    import longalign.generation.stage as stage
 
-
-@pytest.fixture
-def teacher_key(monkeypatch):
-    """The test API key in the variable the tests' api_key_env names."""
-    monkeypatch.setenv(KEY_ENV, API_KEY)
+    home = tmp_path / "cache"
+    monkeypatch.setattr(stage, "cache_root", lambda: home)
+    return home / "generation"

@@ -47,7 +47,7 @@ def _run(reply_for_questions, answer, documents, finish_reason="stop", scripted=
 
     teacher = scripted(reply, finish_reason)
     tally = Tally()
-    samples = self_instruct(documents, teacher, seed=0, context_tokens=1000, max_new_tokens=50, tally=tally)
+    samples = self_instruct(documents, teacher, seed=0, document_tokens=1000, max_new_tokens=50, tally=tally)
     return samples, tally, teacher
 
 
@@ -62,7 +62,7 @@ def test_each_answer_gate_drops_and_counts(scripted_teacher, answer, reason):
     samples, tally, _ = _run(questions, answer, docs, scripted=scripted_teacher)
     assert samples == []
     assert tally.rejects[reason] == 2
-    assert tally.calls == 4  # two proposals, two answers
+    assert tally.usage.calls == 4  # two proposals, two answers
 
 
 def test_question_gates_count_and_document_without_question_is_skipped(scripted_teacher):
@@ -72,7 +72,7 @@ def test_question_gates_count_and_document_without_question_is_skipped(scripted_
     assert tally.rejects["duplicate_question"] == 1
     assert tally.rejects["not_a_question"] == 2
     assert tally.rejects["no_question"] == 1
-    assert tally.calls == 1 and len(teacher.prompts) == 1  # no answer was requested
+    assert tally.usage.calls == 1 and len(teacher.prompts) == 1  # no answer was requested
 
 
 def test_reply_cut_by_token_limit_drops_last_item(scripted_teacher):

@@ -3,6 +3,7 @@
 import pytest
 
 from longalign.config import GenerationConfig
+from longalign.errors import UserError
 from longalign.generation import generate
 from longalign.generation.teachers import TRUNCATION_MARK, LocalTeacher, middle_truncate_offsets
 
@@ -53,17 +54,28 @@ def test_batches_respect_size_and_token_budget(tiny):
         tiny.batch_size, tiny.batch_tokens = old
 
 
-def test_stage_with_random_teacher_counts_rejects(corpus, tmp_path):
+def test_stage_with_random_teacher_fails_without_a_teacher_sample(corpus, tmp_path, monkeypatch):
+    """A random model writes no usable question: the run fails with the counted reasons and
+    writes nothing, instead of a dataset of synthetic samples only."""
+    import longalign.generation.stage as stage
+
+    seen = {}
+    real = stage.self_instruct
+
+    def spy(documents, teacher, **kw):
+        seen["tally"], seen["document_tokens"] = kw["tally"], kw["document_tokens"]
+        return real(documents, teacher, **kw)
+
+    monkeypatch.setattr(stage, "self_instruct", spy)
     config = GenerationConfig(teacher="local", teacher_model="embedded:tiny", teacher_documents=2,
-                              synthetic_per_document=1, teacher_context_tokens=256, max_new_tokens=6)
-    stats = generate(config, corpus, tmp_path / "out")
-    usage = stats["teacher_usage"]
-    assert usage["calls"] >= 2 and usage["generated_tokens"] >= 2 and usage["batches"] >= 1
-    assert usage["truncated_documents"] == 2
-    teacher_samples = stats["samples"]["by_teacher"].get("local:embedded:tiny", 0)
-    rejected = sum(stats["rejects"][k] for k in ("no_question", "empty_answer", "refusal", "copied_document"))
-    assert teacher_samples + rejected == 2  # every teacher document is accounted for
-    assert stats["samples"]["by_teacher"]["synthetic"] == 5
+                              synthetic_per_document=1, teacher_context_tokens=520, max_new_tokens=6)
+    with pytest.raises(UserError, match=r"no teacher sample came out of 2 documents \(rejects: .*no_question=\d"):
+        generate(config, corpus, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    tally = seen["tally"]
+    assert seen["document_tokens"] == 520 - 6 - stage.PROMPT_RESERVE
+    assert tally.usage.calls >= 2 and tally.usage.completion_tokens >= 2
+    assert tally.truncated_documents == 2  # each document is longer than the window leaves
 
 
 @pytest.mark.slow

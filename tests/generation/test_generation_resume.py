@@ -1,4 +1,5 @@
-"""The stage with the openai teacher: outputs, cost, secrets, and resuming after a stop or a kill."""
+"""The stage with the openai teacher: outputs, cost, secrets, and resuming from the request journal
+after a stop or a kill."""
 
 import json
 import logging
@@ -16,7 +17,6 @@ from fake_openai_server import API_KEY, KEY_ENV
 from longalign.config import GenerationConfig, TeacherAPIConfig
 from longalign.errors import UserError
 from longalign.generation import generate
-from longalign.generation.checkpoint import Checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("teacher_key")
@@ -37,8 +37,8 @@ def _rows(out: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-def _checkpoint_tags(directory: Path) -> set[str]:
-    """The request tags of the replies stored in a checkpoint folder."""
+def _journal_tags(directory: Path) -> set[str]:
+    """The request tags of the replies stored in a journal folder."""
     tags = set()
     for path in directory.glob("requests-*.jsonl"):
         for line in path.read_text().splitlines():
@@ -59,8 +59,8 @@ def test_stage_with_openai_teacher_writes_samples_usage_and_cost(server, corpus,
     expected = round(usage["prompt_tokens"] * 3.0 / 1e6 + usage["generated_tokens"] * 15.0 / 1e6, 6)
     assert usage["estimated_cost"] == expected and stats["metrics"]["estimated_cost"] == expected
     assert usage["max_in_flight"] <= 2
-    # The finished output keeps the checkpoint: a forced re-run sends nothing and gives the same rows.
-    assert stats["checkpoint"]["appended"] == 10
+    # The journal keeps every reply: a forced re-run sends nothing and gives the same rows.
+    assert stats["journal"]["appended"] == 10
     again = generate(_config(server), corpus, tmp_path / "out", overwrite=True)
     assert again["teacher_usage"]["calls"] == 0 and again["teacher_usage"]["cached"] == 10
     assert len(server.records) == 10
@@ -71,7 +71,7 @@ def test_api_key_never_reaches_logs_or_outputs(server, corpus, tmp_path, caplog)
     server.faults.extend(["429", "500", "drop", "400"])
     server.retry_after = "0"
     with caplog.at_level(logging.DEBUG):  # every logger, httpx2's included
-        generate(_config(server), corpus, tmp_path / "out")
+        generate(_config(server, allow_partial=True), corpus, tmp_path / "out")  # 1 failure of 5 asked
         config = _config(server).model_copy(update={"work_dir": str(tmp_path / "work")})
         server.faults.append("401")
         with pytest.raises(UserError) as info:
@@ -85,18 +85,19 @@ def test_api_key_never_reaches_logs_or_outputs(server, corpus, tmp_path, caplog)
         assert API_KEY.encode() not in path.read_bytes(), path
 
 
-def test_stopped_run_resumes_without_resending_and_matches_an_uninterrupted_run(server, corpus, tmp_path):
-    generate(_config(server), corpus, tmp_path / "full")
+def test_stopped_run_resumes_without_resending_and_matches_an_uninterrupted_run(server, corpus, tmp_path,
+                                                                              journal_home):
+    generate(_config(server).model_copy(update={"work_dir": str(tmp_path / "elsewhere")}), corpus, tmp_path / "full")
     everything = set(server.keys())
     server.reset()
     # The key is revoked after 4 replies: the stage stops, keeping what it got.
     server.fault_for = lambda messages, seen: "401" if len(server.records) > 4 else None
-    with pytest.raises(UserError, match="finished teacher replies are kept in"):
+    with pytest.raises(UserError, match="teacher endpoint .* rejected the API key"):
         generate(_config(server, concurrency=1), corpus, tmp_path / "out")
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoint"]
+    assert not (tmp_path / "out").exists()
     first = set(server.keys())
     assert len(first) == 4
-    assert _checkpoint_tags(tmp_path / "out" / "checkpoint") == first
+    assert _journal_tags(journal_home) == first
     server.reset()
     server.fault_for = None
     stats = generate(_config(server), corpus, tmp_path / "out")  # same command: resumes
@@ -118,7 +119,8 @@ def test_a_failed_request_is_counted_and_sent_again_by_the_next_run(server, corp
 
     server.fault_for = fault_for
     stats = generate(_config(server), corpus, tmp_path / "out")
-    assert stats["rejects"]["teacher_error"] == 1 and stats["teacher_usage"]["failed"] == {"http_400": 1}
+    assert stats["rejects"]["teacher_error"] == 1 and stats["teacher_usage"]["failures"] == {"http_400": 1}
+    assert stats["partial"] and stats["teacher_failures"]["failed"] == 1 and stats["metrics"]["teacher_partial"] == 1
     assert stats["samples"]["by_teacher"]["openai:fake-teacher"] == 4
     server.reset()
     again = generate(_config(server), corpus, tmp_path / "out", overwrite=True)
@@ -126,30 +128,8 @@ def test_a_failed_request_is_counted_and_sent_again_by_the_next_run(server, corp
     assert again["samples"]["by_teacher"]["openai:fake-teacher"] == 5 and again["rejects"]["teacher_error"] == 0
 
 
-def test_damaged_last_line_is_cut_and_its_request_sent_again(tmp_path):
-    path = tmp_path / "requests.jsonl"
-    with Checkpoint(path) as checkpoint:
-        checkpoint.append({"key": "a", "text": "one"})
-        checkpoint.append({"key": "b", "text": "two"})
-    data = path.read_bytes()
-    path.write_bytes(data[:-7])  # a kill in the middle of the second line
-    with Checkpoint(path) as checkpoint:
-        assert checkpoint.loaded == 1 and checkpoint.damaged == 1
-        assert checkpoint.get("a")["text"] == "one" and checkpoint.get("b") is None
-        checkpoint.append({"key": "b", "text": "two again"})
-    lines = path.read_text().splitlines()
-    assert [json.loads(line)["key"] for line in lines] == ["a", "b"]
-
-
-def test_a_checkpoint_in_use_is_refused(tmp_path):
-    with Checkpoint(tmp_path / "r.jsonl"):
-        with pytest.raises(UserError, match="in use by another"):
-            Checkpoint(tmp_path / "r.jsonl")
-    Checkpoint(tmp_path / "r.jsonl").close()  # released
-
-
-def _cli(server, corpus, out) -> list[str]:
-    sets = {"teacher": "openai", "teacher_model": "fake-teacher", "api.base_url": server.url,
+def _cli(server, corpus, out, work=None) -> list[str]:
+    sets = {"work_dir": str(work or out.parent / "work"), "teacher": "openai", "teacher_model": "fake-teacher", "api.base_url": server.url,
             "api.api_key_env": KEY_ENV, "api.concurrency": 2, "teacher_documents": "null",
             "synthetic_per_document": 1, "max_new_tokens": 64, "seed": 3}
     args = [sys.executable, "-m", "longalign.cli", "generate", "--corpus", str(corpus), "-o", str(out),
@@ -170,15 +150,15 @@ def test_killed_process_restarts_without_resending_finished_requests(server, tmp
     server.latency = 0.15  # slow enough to kill the run half way
     proc = subprocess.Popen(_cli(server, corpus, tmp_path / "out"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    checkpoints = tmp_path / "out" / "checkpoint"
+    journals = tmp_path / "work"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_checkpoint_tags(checkpoints)) < 5:
+    while time.monotonic() < deadline and len(_journal_tags(journals)) < 5:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     killed_output = proc.communicate()[0]
     assert proc.returncode == -signal.SIGKILL
     time.sleep(0.3)  # let the server finish replies the dead client no longer reads
-    saved = _checkpoint_tags(checkpoints)
+    saved = _journal_tags(journals)
     assert 5 <= len(saved) < 16  # killed half way
     server.reset()
     server.latency = 0.0

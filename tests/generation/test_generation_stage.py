@@ -101,10 +101,9 @@ def test_existing_output_needs_overwrite(corpus, tmp_path):
 def test_zero_samples_is_a_user_error_with_reasons(corpus, tmp_path, monkeypatch, scripted_teacher):
     monkeypatch.setattr(stage, "make_teacher", lambda *args: scripted_teacher(lambda p: "no list"))
     config = GenerationConfig(teacher="local", teacher_documents=None, synthetic_per_document=0)
-    with pytest.raises(UserError, match="no_question=5"):
+    with pytest.raises(UserError, match="no teacher sample came out of 5 documents.*no_question=5"):
         generate(config, corpus, tmp_path / "out")
-    # Only the checkpoint of the teacher's replies is left (a re-run resumes from it).
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoint"]
+    assert not (tmp_path / "out").exists()  # nothing is written; the journal keeps the replies
 
 
 def test_local_mode_mixes_teacher_and_synthetic_samples(corpus, tmp_path, monkeypatch, scripted_teacher):
@@ -141,7 +140,8 @@ def test_large_output_is_sharded(corpus, tmp_path, monkeypatch):
     assert table.num_rows == 10 and len(set(table.column("id").to_pylist())) == 10
 
 
-def test_local_teacher_replies_are_checkpointed_and_reused(corpus, tmp_path, monkeypatch, scripted_teacher):
+def test_local_teacher_replies_are_journaled_and_reused(corpus, tmp_path, monkeypatch, scripted_teacher,
+                                                        journal_home):
     def reply(prompt):
         return "Taxes." if "Question:" in prompt else "1. Why did the council meet?\n2. What did merchants trade?"
 
@@ -149,14 +149,16 @@ def test_local_teacher_replies_are_checkpointed_and_reused(corpus, tmp_path, mon
     monkeypatch.setattr(stage, "make_teacher", lambda *args: teachers.pop(0))
     config = GenerationConfig(teacher="local", teacher_documents=2)
     first = generate(config, corpus, tmp_path / "out")
-    (ckpt,) = (tmp_path / "out" / "checkpoint").iterdir()
-    records = [json.loads(line) for line in ckpt.read_text().splitlines()]
+    (journal,) = journal_home.iterdir()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
     assert sorted(r["phase"] for r in records) == ["answers", "answers", "questions", "questions"]
-    assert first["checkpoint"]["appended"] == 4 and first["teacher_usage"]["calls"] == 4
+    assert first["journal"]["appended"] == 4 and first["teacher_usage"]["calls"] == 4
+    assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("samples-")] == [
+        "preview.md", "stats.json"] or sorted(p.name for p in (tmp_path / "out").iterdir())
     second_teacher = teachers[0]
     again = generate(config, corpus, tmp_path / "out", overwrite=True)
-    assert second_teacher.prompts == []  # everything came from the checkpoint
+    assert second_teacher.prompts == []  # everything came from the journal
     assert again["teacher_usage"]["cached"] == 4 and again["samples"] == first["samples"]
     other = generate(config.model_copy(update={"work_dir": str(tmp_path / "work")}), corpus, tmp_path / "o2")
-    assert other["checkpoint"]["in"] == "work_dir" and not (tmp_path / "o2" / "checkpoint").exists()
+    assert other["journal"]["path"].startswith(str(tmp_path / "work"))
     assert len(list((tmp_path / "work").glob("requests-*.jsonl"))) == 1

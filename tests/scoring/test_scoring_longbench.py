@@ -8,11 +8,11 @@ import shutil
 from statistics import mean
 
 import pytest
+
 from longalign.config import EndpointConfig, LongBenchChatConfig
 from longalign.errors import UserError
-from longalign.scoring.endpoint import CallCache, Endpoint
 from longalign.scoring.judge import example_order, flatten, judge_messages, judge_prompt, parse_rating
-from longalign.scoring.longbench import run_suite
+from longalign.scoring.longbench import judge_endpoint, run_suite
 from longalign.scoring.longbench_data import SYSTEM_PROMPT, load_benchmark
 
 QUERIES = {1: "What is the shuttle schedule?", 2: "这份文件的主要结论是什么？", 3: "列出所有的日期。",
@@ -168,7 +168,7 @@ def test_protocol_with_bad_replies_against_a_fake_judge(tmp_path, shared_lbc, fa
     bench = load_benchmark(config)
     answers = {1: "ANSWER 8", 2: "ANSWER 5", 3: "MIRROR", 4: "FLAKY", 5: "NORATING", 6: "  \n", 7: "RANGE"}
     answerer = Scripted(answers)
-    endpoint = Endpoint(config.judge, cache=CallCache(tmp_path / "cache"))
+    endpoint = judge_endpoint(config)
     out = run_suite(bench, answerer, endpoint, config, seed=0)
     assert answerer.calls == [(1024, 1.0)]  # the benchmark's answer budget and temperature
     rows = {r["idx"]: r for r in out["answers"]}
@@ -202,7 +202,7 @@ def test_protocol_with_bad_replies_against_a_fake_judge(tmp_path, shared_lbc, fa
                for r in fake_openai.judge_requests())
     calls = 2 + 2 + 2 + 4 + 10 + 2 + 2
     assert len(fake_openai.judge_requests()) == calls
-    assert out["judge_usage"]["calls"] == calls and out["judge_usage"]["cost_usd"] > 0
+    assert out["judge_usage"]["calls"] == calls and out["judge_usage"]["cost"] > 0
     assert set(fake_openai.auth) == {f"Bearer {key}"}
     assert key not in caplog.text and key not in json.dumps(out)
     for path in (tmp_path / "cache").rglob("*"):
@@ -210,11 +210,11 @@ def test_protocol_with_bad_replies_against_a_fake_judge(tmp_path, shared_lbc, fa
 
     # a re-run is served from the cache, even with the judge gone: same result, no new call
     fake_openai.close()
-    again = Endpoint(config.judge, cache=CallCache(tmp_path / "cache"))
+    again = judge_endpoint(config)
     second = run_suite(bench, Scripted(answers), again, config, seed=0)
     assert second["answers"] == out["answers"] and second["score"] == out["score"]
-    assert second["judge_usage"]["calls"] == 0 and second["judge_usage"]["cached_calls"] == calls
-    assert second["judge_usage"]["cost_usd"] == 0
+    assert second["judge_usage"]["calls"] == 0 and second["judge_usage"]["cached"] == calls
+    assert second["judge_usage"]["cost"] == 0
 
 
 def test_a_question_with_one_judged_run_scores_that_rating(tmp_path, shared_lbc, fake_openai):
@@ -224,7 +224,7 @@ def test_a_question_with_one_judged_run_scores_that_rating(tmp_path, shared_lbc,
     config = judge_config(fake_openai, tmp_path, judge_retries=1)
     bench = load_benchmark(config)
     assert example_order(0, 0, 2) != example_order(0, 1, 2)  # two different judge prompts for idx 2
-    endpoint = Endpoint(config.judge, cache=CallCache(tmp_path / "cache"))
+    endpoint = judge_endpoint(config)
     out = run_suite(bench, Scripted({1: "ANSWER 4", 2: "ONE-RUN 9", 3: "ANSWER 2"}), endpoint, config, seed=0)
     row = out["answers"][1]
     assert sorted(row["statuses"]) == ["no_rating", "ok"] and sorted(row["attempts"]) == [1, 2]
@@ -243,7 +243,7 @@ def test_complete_run_reports_mean_and_reference_sum(tmp_path, shared_lbc, fake_
     config = judge_config(fake_openai, tmp_path, judge_runs=2, flatten_newlines=True)
     bench = load_benchmark(config)
     answers = {1: "ANSWER 9", 2: "ANSWER 3", 3: "RATE429", 4: "ANSWER\n7"}  # newlines judged as spaces
-    endpoint = Endpoint(config.judge, cache=CallCache(tmp_path / "cache"))
+    endpoint = judge_endpoint(config)
     out = run_suite(bench, Scripted(answers), endpoint, config, seed=1)
     assert [r["ratings"] for r in out["answers"]] == [[9, 9], [3, 3], [4, 4], [7, 7]]
     assert out["complete"] and out["unjudged"] == 0
@@ -277,7 +277,7 @@ def test_judge_rejecting_the_key_is_a_user_error(tmp_path, shared_lbc, fake_open
         config = judge_config(fake_openai, tmp_path)
         config = config.model_copy(update={"judge": config.judge.model_copy(
             update={"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1"})})
-        endpoint = Endpoint(config.judge, cache=CallCache(tmp_path / "cache"))
+        endpoint = judge_endpoint(config)
         with pytest.raises(UserError, match="rejected the API key") as info:
             run_suite(load_benchmark(config), Scripted({1: "ANSWER 5"}), endpoint, config, seed=0)
         assert fake_openai.key not in str(info.value)
@@ -301,11 +301,11 @@ def test_unreachable_judge_leaves_questions_unjudged_and_the_report_says_so(tmp_
                            api_key_env="LONGALIGN_TEST_KEY", max_retries=0, timeout_seconds=5)
     config = LongBenchChatConfig(data=str(tmp_path / "data"), judge=judge, judge_retries=1,
                                  cache_dir=str(tmp_path / "cache"))
-    endpoint = Endpoint(judge, cache=CallCache(tmp_path / "cache"))
+    endpoint = judge_endpoint(config)
     out = run_suite(load_benchmark(config), Scripted({1: "ANSWER 8", 2: "ANSWER 6"}), endpoint, config, seed=0)
     assert out["score"] is None and out["unjudged"] == 2 and out["reference_sum"] is None
-    assert out["statuses"] == {"call_failed": 4} and out["judge_usage"]["failed_calls"] == 8
-    assert not list((tmp_path / "cache").rglob("*.json"))  # failures are not cached
+    assert out["statuses"] == {"call_failed": 4} and out["judge_usage"]["failed"] == 8
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "cache").rglob("*.jsonl"))  # failures are not journaled
     scoring = ScoringConfig(suites=["longbench-chat"], longbench_chat=config)
     (tmp_path / "out_dir").mkdir()
     results = {"model": {"spec": "m", "suites": {"longbench-chat": out}, "seconds": 1, "truncated_prompts": 0}}

@@ -106,7 +106,7 @@ def test_all_suites_through_endpoints_with_report_and_baseline(tmp_path, tiny_mo
     served_models = {r["model"] for r in fake_openai.requests}
     assert served_models == {"served", "base-served", "judge"}
     # 2 questions x 2 runs per model; both models answered alike, so the base's requests were cached
-    assert (stats["judge_usage"]["calls"], stats["judge_usage"]["cached_calls"]) == (4, 4)
+    assert (stats["judge_usage"]["calls"], stats["judge_usage"]["cached"]) == (4, 4)
     assert stats["models"]["model"]["answer_usage"]["calls"] > 0
     assert stats["longbench_chat"]["partial"] is True
 
@@ -114,7 +114,7 @@ def test_all_suites_through_endpoints_with_report_and_baseline(tmp_path, tiny_mo
     calls = len(fake_openai.judge_requests())
     again = score(config, tiny_model, tmp_path / "second", base_model=tiny_model, baseline=tmp_path / "first")
     assert len(fake_openai.judge_requests()) == calls  # every judge call came from the cache
-    assert again["judge_usage"]["cached_calls"] == 8 and again["judge_usage"]["cost_usd"] == 0
+    assert again["judge_usage"]["cached"] == 8 and again["judge_usage"]["cost"] == 0
     assert again["metrics"]["longbench_chat_vs_baseline"] == 0 and again["metrics"]["needle_vs_baseline"] == 0
     assert again["headline"]["longbench_chat_score"] == 5 and again["headline"]["longbench_chat_vs_baseline"] == 0
     assert "needle_384_d50" in again["metrics"] and "needle_384_d50" not in again["headline"]

@@ -3,7 +3,7 @@
 import random
 from email.utils import formatdate
 
-from longalign.generation.retry import FATAL_STATUSES, RETRY_STATUSES, RetryPolicy, parse_retry_after
+from longalign.endpoints.retry import FATAL_STATUSES, RETRY_STATUSES, RetryPolicy, parse_retry_after
 
 
 def test_retry_after_forms():

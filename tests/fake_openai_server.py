@@ -1,9 +1,12 @@
-"""A real OpenAI-compatible chat-completions server on 127.0.0.1 for the teacher tests.
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1 for the endpoint-client tests
+(teacher, judge and answerer all go through longalign.endpoints).
 
 It serves canned replies (a function of the request's messages), checks the bearer token, and can
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
-a dropped connection, a malformed body, an empty choice list, 401 and 404. It records every request
-it received (with the time and the outcome) and the largest number of requests in flight at once.
+a dropped connection, a malformed body, an empty choice list, 400, 401, 403 and 404. Like real
+providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
+``400_echo`` / ``403_echo`` repeat it in full. It records every request it received (time, outcome,
+body size in bytes) and the largest number of requests in flight at once.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Record:
     end: float = 0.0
     outcome: str = ""  # "ok" or the injected fault
     authorization: str = ""
+    size: int = 0  # bytes of the request body
+    prompt: str = ""  # the last message's content
 
 
 @dataclass
@@ -137,10 +142,12 @@ class FakeOpenAI:
 
     def _handle(self, handler) -> None:
         length = int(handler.headers.get("Content-Length", 0))
-        body = json.loads(handler.rfile.read(length) or b"{}")
+        raw = handler.rfile.read(length)
+        body = json.loads(raw or b"{}")
         messages = body.get("messages", [])
         key = body_key(messages)
-        record = Record(key=key, start=time.monotonic(), authorization=handler.headers.get("Authorization", ""))
+        record = Record(key=key, start=time.monotonic(), authorization=handler.headers.get("Authorization", ""),
+                        size=len(raw), prompt=messages[-1]["content"] if messages else "")
         with self._lock:
             self.records.append(record)
             seen = self._seen.get(key, 0)
@@ -159,10 +166,19 @@ class FakeOpenAI:
 
     def _respond(self, handler, body, messages, key, fault, record) -> None:
         record.outcome = fault or "ok"
-        if handler.headers.get("Authorization") != f"Bearer {self.api_key}" or fault == "401":
+        sent = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+        if sent != self.api_key or fault == "401":
             record.outcome = "401"
-            self._send_json(handler, 401, {"error": {"message": "Incorrect API key provided.",
+            masked = f"{sent[:6]}***{sent[-4:]}" if sent else "(none)"
+            self._send_json(handler, 401, {"error": {"message": f"Incorrect API key provided: {masked}. You can "
+                                                                "find your API key in your account settings.",
                                                      "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return
+        if fault in ("400_echo", "403_echo"):
+            status = int(fault[:3])
+            self._send_json(handler, status, {"error": {
+                "message": f"Request with key {sent} refused: project sk-proj-4f9a***b2c1 has no access.",
+                "type": "invalid_request_error"}})
             return
         if self.latency:
             time.sleep(self.latency)
