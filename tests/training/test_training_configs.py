@@ -49,6 +49,7 @@ def test_the_8b_run_config_loads():
     assert (t.distributed, t.deepspeed_config, t.gradient_checkpointing) == (
         "deepspeed", "zero3", True)
     assert t.deepspeed_config in DEEPSPEED_PRESETS
+    assert (t.global_batch, t.max_grad_norm) == (8 * 65536, 1.0)
 
 
 def test_fsdp2_shards_each_decoder_layer_and_refuses_models_without_them():
