@@ -342,3 +342,6 @@ def test_named_chat_template_reaches_meta_and_the_trained_tokenizer(chats, tmp_p
     prompt = trained.apply_chat_template(GOOD[1]["messages"][:1], tokenize=False,
                                          add_generation_prompt=True)
     assert prompt == f"{trained.bos_token}[INST]{GOOD[1]['messages'][0]['content']}[/INST]"
+    from longalign.scoring.chat import render  # what scoring sends the trained model
+
+    assert render(trained, GOOD[1]["messages"][:1]) == prompt
