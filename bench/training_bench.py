@@ -22,7 +22,6 @@ token count (MLP, LM head); at full size attention adds to naive's cost.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longalign.config import TrainingConfig  # noqa: E402
 from longalign.models import resolve_model  # noqa: E402
 from longalign.packing.plan import plan_naive, plan_packs, plan_sorted  # noqa: E402
-from longalign.packing.store import ROW_SCHEMA  # noqa: E402
+from longalign.formats import IGNORE, PACKED, write_packed_meta, write_rows  # noqa: E402
 from longalign.training import train  # noqa: E402
 from longalign.training.data import MicroBatch  # noqa: E402
 from longalign.training.schedule import DEFAULT_LINEAR, plan_training  # noqa: E402
@@ -64,7 +62,7 @@ def write_dir(out: Path, lengths: list[int], groups: list[list[list[int]]], stra
     for n in lengths:
         ids = rng.integers(3, vocab, n).tolist()
         prompt = max(1, int(n * 0.85))
-        samples.append((ids, [-100] * prompt + ids[prompt:]))
+        samples.append((ids, [IGNORE] * prompt + ids[prompt:]))
     records = []
     for b, rows in enumerate(groups):
         for members in rows:
@@ -72,17 +70,13 @@ def write_dir(out: Path, lengths: list[int], groups: list[list[list[int]]], stra
                 "input_ids": [t for i in members for t in samples[i][0]],
                 "labels": [t for i in members for t in samples[i][1]],
                 "seq_lens": [lengths[i] for i in members],
-                "n_targets": [sum(1 for t in samples[i][1] if t != -100) for i in members],
+                "n_targets": [sum(1 for t in samples[i][1] if t != IGNORE) for i in members],
                 "sample_ids": [f"s{i}" for i in members], "batch": b})
     out.mkdir(parents=True)
-    with pa.OSFile(str(out / "rows-00000.arrow"), "wb") as sink:
-        with pa.ipc.new_file(sink, ROW_SCHEMA) as writer:
-            writer.write_table(pa.Table.from_pylist(records, schema=ROW_SCHEMA))
-    meta = {"schema_version": 1, "strategy": strategy, "max_len": max_len,
-            "model": "embedded:tiny", "pad_token_id": 2, "rows": len(records),
-            "batches": len(groups), "samples": len(lengths),
-            "tokens": sum(len(r["input_ids"]) for r in records)}
-    (out / "meta.json").write_text(json.dumps(meta))
+    write_rows(PACKED, out, records)
+    write_packed_meta(out, strategy=strategy, max_len=max_len, model="embedded:tiny",
+                      pad_token_id=2, rows=len(records), batches=len(groups),
+                      samples=len(lengths), tokens=sum(len(r["input_ids"]) for r in records))
     return out
 
 

@@ -15,10 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from longalign.errors import UserError
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Fail early if ``path`` cannot become a stage output: it is not a directory, or it is a
+    non-empty one and ``overwrite`` is not set."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"output {path} already exists and is not empty (use --overwrite)")
 
 
 @contextmanager
@@ -30,11 +37,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     only after the new one is complete.
     """
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(f"output {path} exists and is not a directory")
-        if any(path.iterdir()) and not overwrite:
-            raise UserError(f"output {path} already exists and is not empty (use --overwrite)")
+    check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     umask = os.umask(0)
@@ -80,28 +83,6 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     if not path.is_dir():
         raise UserError(f"{what} is not a directory: {path}")
     return path
-
-
-def shard_paths(directory: str | os.PathLike, pattern: str, what: str) -> list[Path]:
-    """The sorted shard files of a stage output, or a UserError if there are none."""
-    directory = require_dir(directory, what)
-    paths = sorted(directory.glob(pattern))
-    if not paths:
-        raise UserError(f"{what} {directory} holds no {pattern} files: is it the right stage output?")
-    return paths
-
-
-def read_parquet_dir(directory: str | os.PathLike, what: str, prefix: str) -> pa.Table:
-    """Read all ``{prefix}-*.parquet`` shards of a stage output as one table."""
-    paths = shard_paths(directory, f"{prefix}-*.parquet", what)
-    try:
-        return pa.concat_tables([pq.read_table(p) for p in paths])
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"cannot read {what} {directory}: {exc}") from None
-
-
-def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
-    pq.write_table(table, str(path), compression="zstd")
 
 
 def markdown_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:

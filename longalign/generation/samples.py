@@ -1,4 +1,5 @@
-"""The stage's output: chat samples, their Parquet schema, shards and the Markdown preview."""
+"""The stage's output: chat samples (rows of ``longalign.formats.CHATS``), their shards and the
+Markdown preview."""
 
 from __future__ import annotations
 
@@ -8,26 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from longalign.io import markdown_table, write_parquet
+from longalign.formats import CHATS, ShardWriter
+from longalign.io import markdown_table
 
 SHARD_ROWS = 2000
 SHARD_CHARS = 200_000_000  # a new shard also starts after this many characters of chat text
 PREVIEW_SAMPLES = 4
-
-SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("task", pa.string()),
-    ("teacher", pa.string()),
-    ("doc_id", pa.string()),
-    ("reference", pa.string()),
-    ("n_chars", pa.int64()),
-    ("teacher_prompt_tokens", pa.int64()),
-    ("teacher_completion_tokens", pa.int64()),
-])
-
 
 def seeded_rng(seed: int, *parts: Any) -> random.Random:
     """A generator determined by the seed and the given parts only (not by call order)."""
@@ -87,24 +74,11 @@ class Sample:
 
 def write_shards(directory: Path, samples: list[Sample]) -> list[str]:
     """Write ``samples-00000.parquet`` and further shards; returns the file names."""
-    names: list[str] = []
-    rows: list[dict[str, Any]] = []
-    chars = 0
-
-    def flush() -> None:
-        name = f"samples-{len(names):05d}.parquet"
-        write_parquet(directory / name, pa.Table.from_pylist(rows, schema=SCHEMA))
-        names.append(name)
-
+    writer = ShardWriter(CHATS, directory, max_rows=SHARD_ROWS, max_bytes=SHARD_CHARS,
+                         size=lambda row: row["n_chars"])
     for sample in samples:
-        rows.append(sample.row())
-        chars += sample.n_chars
-        if len(rows) >= SHARD_ROWS or chars >= SHARD_CHARS:
-            flush()
-            rows, chars = [], 0
-    if rows or not names:
-        flush()
-    return names
+        writer.add(sample.row())
+    return writer.flush()
 
 
 def _shorten(text: str, head: int = 400, tail: int = 200) -> str:

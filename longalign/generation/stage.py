@@ -22,6 +22,7 @@ from pathlib import Path
 
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
+from longalign.formats import CORPUS, Shards
 from longalign.endpoints import Journal, check_failures, journal_name
 from longalign.models import cache_root
 from longalign.generation.prompts import Prompts
@@ -31,7 +32,7 @@ from longalign.generation.shortdata import draw_short, load_short_chats
 from longalign.generation.stats import REJECT_REASONS, build_stats
 from longalign.generation.synthetic import synthetic_task
 from longalign.generation.teachers import Teacher, make_teacher, window_of
-from longalign.io import atomic_dir, read_parquet_dir, write_json
+from longalign.io import atomic_dir, check_output, write_json
 
 log = logging.getLogger("longalign")
 SYNTHETIC_TEACHER = "synthetic"
@@ -40,21 +41,9 @@ PROMPT_RESERVE = 256  # teacher tokens kept free in the window for the instructi
 __all__ = ["generate", "REJECT_REASONS"]
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    """Fail before any expensive work if the output would be refused later."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"output {output} exists and is not a directory")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise UserError(f"output {output} already exists and is not empty (use --overwrite)")
-
-
 def load_documents(corpus: str | os.PathLike, seed: int, rejects: Counter) -> tuple[int, list[tuple[str, str]]]:
     """Corpus rows as ``(doc_id, text)`` in a seeded order that does not depend on the file order."""
-    table = read_parquet_dir(corpus, "corpus", "documents")
-    missing = {"id", "text"} - set(table.column_names)
-    if missing:
-        raise UserError(f"corpus {corpus} lacks column(s) {', '.join(sorted(missing))}: "
-                        "is it the sourcing stage's output?")
+    table = Shards(CORPUS, corpus).read_table(["id", "text"])
     seen: set[str] = set()
     documents = []
     for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
@@ -145,7 +134,7 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     """
     start = time.monotonic()
     output = Path(output)
-    _check_output(output, overwrite)
+    check_output(output, overwrite)  # fail before any expensive work
     prompts = Prompts(config.prompts_dir)
     mix_short = bool(config.short_data and config.short_ratio > 0)
     short_pool = load_short_chats(config.short_data) if mix_short else None  # bad input fails before any call

@@ -7,13 +7,11 @@ Public API:
 - ``plan_packs(lengths, max_len, *, seed=0) -> rows``: row planning on lengths alone (the exact
   contract is in its docstring); ``plan_sorted``, ``plan_naive`` and ``plan_next_fit`` (LongAlign's
   own packing, for comparison) likewise.
-- ``read_packed(path) -> (meta, tables)``: meta.json and the zero-copy memory-mapped row tables.
-- ``ROW_SCHEMA``: the exact Arrow schema of ``rows-*.arrow``.
+The output format (``rows-*.arrow`` and ``meta.json``) and its reader live in ``longalign.formats``
+(``PACKED``, ``read_packed``).
 """
 
 from longalign.packing.plan import plan_naive, plan_next_fit, plan_packs, plan_sorted
-from longalign.packing.stage import SCHEMA_VERSION, pack
-from longalign.packing.store import ROW_SCHEMA, read_packed
+from longalign.packing.stage import pack
 
-__all__ = ["pack", "plan_packs", "plan_sorted", "plan_naive", "plan_next_fit", "read_packed",
-           "ROW_SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["pack", "plan_packs", "plan_sorted", "plan_naive", "plan_next_fit"]

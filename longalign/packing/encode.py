@@ -38,9 +38,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from longalign.errors import UserError
+from longalign.formats import IGNORE
 from longalign.packing.templates import llama2_inst_parts, resolve_template
 
-IGNORE = -100
 TOKENIZE_CHARS = 2_000_000  # characters of rendered chats per tokenizer call (bounds memory)
 ROLES = ("system", "user", "assistant")
 

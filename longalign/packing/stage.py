@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from longalign.config import PackingConfig
 from longalign.errors import UserError
-from longalign.io import atomic_dir, shard_paths, write_json
+from longalign.formats import CHATS, Shards, write_packed_meta
+from longalign.io import atomic_dir, write_json
 from longalign.models import load_tokenizer
 from longalign.packing.encode import ChatEncoder, Encoded
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
@@ -33,9 +32,7 @@ from longalign.packing.store import SampleStore, write_rows
 from longalign.progress import track
 
 log = logging.getLogger("longalign")
-SCHEMA_VERSION = 1
 READ_BATCH = 256  # chats read from a Parquet shard at a time
-REQUIRED_COLUMNS = ("id", "messages")
 
 
 def plan_batches(config: PackingConfig, lengths: np.ndarray) -> tuple[list[list[list[int]]], float]:
@@ -51,47 +48,27 @@ def plan_batches(config: PackingConfig, lengths: np.ndarray) -> tuple[list[list[
     return [[[i] for i in g] for g in groups], padded_efficiency(lengths, groups)
 
 
-def _chat_files(chats: str | os.PathLike) -> list[pq.ParquetFile]:
-    paths = shard_paths(chats, "samples-*.parquet", "chats")
-    files = []
-    for p in paths:
-        try:
-            f = pq.ParquetFile(p)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"cannot read chats {p}: {exc}") from None
-        missing = [c for c in REQUIRED_COLUMNS if c not in f.schema_arrow.names]
-        if missing:
-            raise UserError(f"chats {p} lack column(s) {', '.join(missing)}: "
-                            "is it the generation output?")
-        files.append(f)
-    if sum(f.metadata.num_rows for f in files) == 0:
-        raise UserError(f"chats {chats} hold no samples")
-    return files
-
-
-def _records(files: list[pq.ParquetFile], tally: Tally) -> Iterator[tuple[str, object]]:
+def _records(chats: Shards, tally: Tally) -> Iterator[tuple[str, object]]:
     """(id, messages) of every chat, streamed; rows without an id are counted and skipped."""
     n = 0
-    for f in files:
-        columns = list(REQUIRED_COLUMNS) + (["task"] if "task" in f.schema_arrow.names else [])
-        for batch in f.iter_batches(batch_size=READ_BATCH, columns=columns):
-            if "task" in columns:
-                tally.tasks.update(str(t) for t in batch.column("task").to_pylist() if t)
-            for sample_id, messages in zip(batch.column("id").to_pylist(),
-                                           batch.column("messages").to_pylist()):
-                tally.samples_in += 1
-                sample_id = str(sample_id) if sample_id is not None else ""
-                if sample_id:
-                    yield sample_id, messages
-                else:
-                    tally.skip(f"row {n}", "malformed", "missing id")
-                n += 1
+    columns = ["id", "messages"] + (["task"] if "task" in chats.columns else [])
+    for batch in chats.iter_batches(READ_BATCH, columns):
+        if "task" in columns:
+            tally.tasks.update(str(t) for t in batch.column("task").to_pylist() if t)
+        for sample_id, messages in zip(batch.column("id").to_pylist(),
+                                       batch.column("messages").to_pylist()):
+            tally.samples_in += 1
+            sample_id = str(sample_id) if sample_id is not None else ""
+            if sample_id:
+                yield sample_id, messages
+            else:
+                tally.skip(f"row {n}", "malformed", "missing id")
+            n += 1
 
 
-def _encode_all(files: list[pq.ParquetFile], encoder: ChatEncoder, store: SampleStore,
-                tally: Tally) -> None:
-    results = encoder.encode_stream(_records(files, tally))
-    total = sum(f.metadata.num_rows for f in files)
+def _encode_all(chats: Shards, encoder: ChatEncoder, store: SampleStore, tally: Tally) -> None:
+    results = encoder.encode_stream(_records(chats, tally))
+    total = chats.num_rows
     for r in track(results, "tokenising chats", total=total):
         if isinstance(r, Encoded):
             tally.truncated += r.truncated
@@ -124,12 +101,14 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
          *, overwrite: bool = False) -> dict:
     """Tokenise the generation stage's chats with ``model``'s chat template and write packed rows.
 
-    Writes ``output``/rows-NNNNN.arrow (schema in ``longalign.packing.store.ROW_SCHEMA``),
+    Writes ``output``/rows-NNNNN.arrow (``longalign.formats.PACKED``),
     meta.json, stats.json, summary.md and lengths.png, atomically; returns the stats. Bad samples
     are skipped and counted per reason. Raises UserError for a missing or empty input, or when no
     sample is left; nothing is written then.
     """
-    files = _chat_files(chats)
+    files = Shards(CHATS, chats)
+    if files.num_rows == 0:
+        raise UserError(f"chats {chats} hold no samples")
     tokenizer = load_tokenizer(model)
     encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
                           config.chat_template)
@@ -159,24 +138,16 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
         stats = build_stats(tally=tally, strategy=config.strategy, max_len=config.max_len,
                             batch_size=config.batch_size, lengths=lengths, targets=targets,
                             batches=batches, efficiency=efficiency, files=files_out)
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "strategy": config.strategy,
-            "max_len": config.max_len,
-            "model": model,
-            "pad_token_id": int(tokenizer.pad_token_id or 0),
-            # the Jinja form of the template the rows were rendered with; training saves it
-            # with the model's tokenizer, so scoring prompts the model the same way
-            "chat_template": encoder.template,
-            "chat_template_name": encoder.template_name,
-            "rows": stats["rows"],
-            "batches": stats["batches"],
-            "samples": stats["samples_packed"],
-            "tokens": stats["tokens"],
-            "data_tasks": stats["data_tasks"],
-            "config": config.model_dump(),
-        }
-        write_json(Path(tmp) / "meta.json", meta)
+        write_packed_meta(tmp, strategy=config.strategy, max_len=config.max_len, model=model,
+                          pad_token_id=int(tokenizer.pad_token_id or 0),
+                          # the Jinja form of the template the rows were rendered with; training
+                          # saves it with the model's tokenizer, so scoring prompts the model the
+                          # same way
+                          chat_template=encoder.template,
+                          chat_template_name=encoder.template_name, rows=stats["rows"],
+                          batches=stats["batches"], samples=stats["samples_packed"],
+                          tokens=stats["tokens"], data_tasks=stats["data_tasks"],
+                          config=config.model_dump())
         write_json(Path(tmp) / "stats.json", stats)
         (Path(tmp) / "summary.md").write_text(summary_markdown(stats, model))
         plot_lengths(stats, Path(tmp) / "lengths.png")

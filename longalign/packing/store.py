@@ -11,9 +11,8 @@ memory map, so nothing of the dataset accumulates in the process), so peak memor
 record batch of rows (at most ``ROWS_PER_RECORD_BATCH`` rows or ``TOKENS_PER_RECORD_BATCH``
 tokens) plus the per-sample numbers.
 
-Output files ``rows-00000.arrow``, ... are uncompressed Arrow IPC *file* format (Feather v2), so
-the training stage memory-maps them without copying. Token columns are ``large_list`` (64-bit
-offsets): no column chunk can overflow 2^31 elements. A new file starts, at a micro-batch
+Output files ``rows-00000.arrow``, ... (``longalign.formats.PACKED``: uncompressed Arrow IPC
+files the training stage memory-maps without copying). A new file starts, at a micro-batch
 boundary, once a file holds ``TOKENS_PER_FILE`` tokens; a micro-batch's rows are consecutive.
 """
 
@@ -28,21 +27,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from longalign.formats import PACKED, ShardWriter
 from longalign.packing.encode import Encoded
 
 ROWS_PER_RECORD_BATCH = 256
 TOKENS_PER_RECORD_BATCH = 1 << 23  # 8M tokens (64 MiB of ids + labels)
 TOKENS_PER_FILE = 1 << 28  # 256M tokens (2 GiB of ids + labels)
-
-ROW_SCHEMA = pa.schema([
-    ("input_ids", pa.large_list(pa.int32())),
-    ("labels", pa.large_list(pa.int32())),
-    ("seq_lens", pa.list_(pa.int32())),
-    ("n_targets", pa.list_(pa.int32())),
-    ("sample_ids", pa.list_(pa.string())),
-    ("batch", pa.int64()),
-])
-
 
 def id_hash(sample_id: str) -> int:
     """A 64-bit hash of a sample id (signed, to fit an int64 array)."""
@@ -164,7 +154,7 @@ def row_record_batch(store: SampleStore, rows: list[list[int]], batch_ids: list[
         pa.ListArray.from_arrays(_offsets(per_row, np.int32),
                                  pa.array([store.sample_id(i) for i in flat.tolist()], pa.string())),
         pa.array(batch_ids, pa.int64()),
-    ], schema=ROW_SCHEMA)
+    ], schema=PACKED.schema)
 
 
 def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[int]]], *,
@@ -179,8 +169,7 @@ def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[in
     tokens_per_record_batch = tokens_per_record_batch or TOKENS_PER_RECORD_BATCH
     tokens_per_file = tokens_per_file or TOKENS_PER_FILE
     lengths = store.lengths
-    names: list[str] = []
-    writer: pa.ipc.RecordBatchFileWriter | None = None
+    writer = ShardWriter(PACKED, out_dir)
     file_tokens = 0
     pending: list[list[int]] = []
     pending_ids: list[int] = []
@@ -189,17 +178,13 @@ def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[in
     def flush() -> None:
         nonlocal pending, pending_ids, pending_tokens
         if pending:
-            assert writer is not None
             writer.write_batch(row_record_batch(store, pending, pending_ids))
         pending, pending_ids, pending_tokens = [], [], 0
 
     for k, batch in enumerate(batches):
-        if writer is None or file_tokens >= tokens_per_file:
+        if file_tokens >= tokens_per_file:
             flush()
-            if writer is not None:
-                writer.close()
-            names.append(f"rows-{len(names):05d}.arrow")
-            writer = pa.ipc.new_file(str(out_dir / names[-1]), ROW_SCHEMA)
+            writer.close_shard()
             file_tokens = 0
         for row in batch:
             tokens = int(lengths[row].sum())
@@ -211,19 +196,4 @@ def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[in
             pending_tokens += tokens
             file_tokens += tokens
     flush()
-    if writer is not None:
-        writer.close()
-    return names
-
-
-def read_packed(path: str | os.PathLike) -> tuple[dict, list[pa.Table]]:
-    """Open a packing-stage output: its ``meta.json`` and one memory-mapped table per
-    ``rows-*.arrow`` file (zero-copy; columns as in ``ROW_SCHEMA``)."""
-    from longalign.io import read_json, shard_paths
-
-    meta = read_json(Path(path) / "meta.json")
-    tables = []
-    for p in shard_paths(path, "rows-*.arrow", "packed data"):
-        # The tables keep the maps alive; nothing is read until a column is touched.
-        tables.append(pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all())
-    return meta, tables
+    return writer.flush()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longalign.errors import UserError
-from longalign.io import read_parquet_dir
+from longalign.formats import CORPUS, Shards
 
 STDLIB_PACKAGES = ("json", "email", "http", "logging", "urllib", "concurrent")
 CHARS_PER_TOKEN = 6  # generous: text is read until this many characters per wanted token
@@ -32,9 +32,7 @@ def load_source(corpus: str | os.PathLike | None, max_tokens: int) -> HaystackSo
     want = max(max_tokens, 256) * CHARS_PER_TOKEN
     if corpus is None:
         return _stdlib_source(want)
-    table = read_parquet_dir(corpus, "corpus", "documents")
-    if "text" not in table.column_names:
-        raise UserError(f"corpus {corpus} has no 'text' column (columns: {', '.join(table.column_names)})")
+    table = Shards(CORPUS, corpus).read_table(["text"])
     parts: list[str] = []
     used = empty = 0
     size = 0

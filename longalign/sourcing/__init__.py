@@ -3,13 +3,12 @@
 ``source(config, model, output)`` is the entry point used by the CLI and the KFP component.
 Sources are given as specs (``stdlib:``, ``dir:PATH``, ``jsonl:PATH[#field]``,
 ``parquet:PATH[#field]``, ``hf:NAME[:config][:split]``, ``git:PATH``, each with optional
-``?key=value`` options); see ``longalign.sourcing.readers`` and docs/sourcing.md. The output directory holds ``documents-*.parquet``, ``stats.json``,
+``?key=value`` options); see ``longalign.sourcing.readers`` and docs/sourcing.md. The output directory holds ``documents-*.parquet`` (``longalign.formats.CORPUS``), ``stats.json``,
 ``summary.md`` and ``lengths.png``.
 """
 
 from longalign.config import SourcingConfig
 from longalign.sourcing.readers import SCHEMES, open_reader
 from longalign.sourcing.stage import source
-from longalign.sourcing.writer import SCHEMA
 
-__all__ = ["SCHEMA", "SCHEMES", "SourcingConfig", "open_reader", "source"]
+__all__ = ["SCHEMES", "SourcingConfig", "open_reader", "source"]

@@ -32,6 +32,7 @@ import numpy as np
 
 from longalign.config import SourcingConfig
 from longalign.errors import UserError
+from longalign.formats import CORPUS, ShardWriter
 from longalign.io import atomic_dir, write_json
 from longalign.models import load_tokenizer
 from longalign.progress import track
@@ -43,7 +44,6 @@ from longalign.sourcing.readers import Reader, Record, Rejection, open_reader
 from longalign.sourcing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.sourcing.split import split_text
 from longalign.sourcing.text import TokenCounter, clean_text, sha256_hex
-from longalign.sourcing.writer import ShardWriter
 
 log = logging.getLogger("longalign")
 
@@ -53,6 +53,14 @@ BATCH_DOCUMENTS = 16  # documents tokenised together
 BATCH_CHARS = 2_000_000  # ... unless their text is already this long (bounds tokenizer memory)
 PIECE_SHARE = 4  # a capped run takes at most max_documents // PIECE_SHARE pieces of one document
 INTERLEAVE_STREAM = 2**32 - 1  # seed-sequence word of the draws between sources
+SHARD_ROWS = 1000  # a corpus shard holds at most this many documents
+SHARD_BYTES = 128 << 20  # ... or this much UTF-8 text
+
+
+def corpus_writer(directory) -> ShardWriter:
+    """The corpus shard writer: row groups of 64 documents or 16 MiB of text."""
+    return ShardWriter(CORPUS, directory, max_rows=SHARD_ROWS, max_bytes=SHARD_BYTES,
+                       size=lambda row: len(row["text"].encode("utf-8")))
 
 
 @dataclass
@@ -258,7 +266,7 @@ def source(
     counter = TokenCounter(load_tokenizer(model))
 
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        run = _Run(config, counter, tally, ShardWriter(tmp), readers)
+        run = _Run(config, counter, tally, corpus_writer(tmp), readers)
         for spec, err in listing_errors:
             run.take(spec, err)
         stop: dict = {"stopped_by": None}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,12 +15,8 @@ import pyarrow.compute as pc
 import torch
 
 from longalign.errors import UserError
-from longalign.io import read_json, require_dir, shard_paths
-
-SCHEMA_VERSION = 1
-STRATEGIES = ("pack", "sort", "naive")
-COLUMNS = ("input_ids", "labels", "seq_lens", "n_targets", "sample_ids", "batch")
-IGNORE = -100
+from longalign.formats import IGNORE, PACKED, Shards, read_packed_meta
+from longalign.io import require_dir
 
 
 @dataclass
@@ -67,39 +62,23 @@ class PackedData:
     """A packing-stage output directory opened for training."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        self.directory = require_dir(directory, "packed data")
-        self.meta: dict[str, Any] = read_json(self.directory / "meta.json")
-        if self.meta.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"packed data {self.directory}: schema_version "
-                            f"{self.meta.get('schema_version')!r} is not {SCHEMA_VERSION}")
-        self.strategy = self.meta.get("strategy")
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"packed data {self.directory}: unknown strategy {self.strategy!r}")
+        self.meta: dict[str, Any] = read_packed_meta(require_dir(directory, PACKED.name))
+        shards = Shards(PACKED, directory)
+        self.directory = shards.directory
+        self.strategy = self.meta["strategy"]
         self.pad_token_id = int(self.meta.get("pad_token_id") or 0)
-        self.paths = shard_paths(self.directory, "rows-*.arrow", "packed data")
-        self._readers: list[pa.ipc.RecordBatchFileReader] = []
+        self.paths = shards.paths
+        self._readers: list[pa.ipc.RecordBatchFileReader] = shards.files
         self.batches: list[MicroBatch] = []
         self.samples_without_targets = 0
         self._index()
         if not self.batches:
             raise UserError(f"packed data {self.directory} holds no rows")
 
-    def _open(self, path: Path) -> pa.ipc.RecordBatchFileReader:
-        try:
-            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"cannot read packed rows {path}: {exc}") from None
-        missing = [c for c in COLUMNS if c not in reader.schema.names]
-        if missing:
-            raise UserError(f"packed rows {path} lack column(s) {', '.join(missing)}")
-        return reader
-
     def _index(self) -> None:
         by_index: dict[int, MicroBatch] = {}
         last = None
-        for f, path in enumerate(self.paths):
-            reader = self._open(path)
-            self._readers.append(reader)
+        for f, (path, reader) in enumerate(zip(self.paths, self._readers)):
             for b in range(reader.num_record_batches):
                 rb = reader.get_batch(b)
                 lengths = pc.list_value_length(rb.column("input_ids")).to_pylist()

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from longalign.formats import IGNORE
+
 MODES = ("longalign", "token")
 
 

@@ -13,7 +13,7 @@ import torch
 
 from longalign.config import TrainingConfig
 from longalign.errors import UserError
-from longalign.io import atomic_dir
+from longalign.io import atomic_dir, check_output
 from longalign.models import load_model, load_tokenizer
 from longalign.training.attention import prepare_for_packed_training, select_attention
 from longalign.training.checkpoint import checkpoint_root
@@ -28,11 +28,6 @@ from longalign.training.schedule import plan_training
 from longalign.training.setup import apply_rope, resolved_batch, rope_overrides, rope_summary
 
 log = logging.getLogger("longalign")
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise UserError(f"output {out} already exists and is not empty (use --overwrite)")
 
 
 def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
@@ -86,7 +81,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
     started = time.perf_counter()
     data = PackedData(packed)
     out = Path(output)
-    _check_output(out, overwrite)
+    check_output(out, overwrite)
     if config.cross_entropy == "liger" and config.distributed != "ddp":
         raise UserError("cross_entropy=liger reads the whole LM head weight: use it with "
                         "distributed=ddp (or ZeRO-2 through a DeepSpeed JSON), or use chunked")

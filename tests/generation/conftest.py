@@ -6,16 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-CORPUS_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("uri", pa.string()), ("text", pa.string()),
-    ("n_tokens", pa.int64()), ("content_hash", pa.string()), ("language", pa.string()),
-    ("metadata", pa.string()),
-])
-
+from longalign.formats import CORPUS, write_rows
 
 def make_document(n: int, paragraphs: int = 12) -> str:
     """A plain-prose document whose sentences differ between documents."""
@@ -40,7 +33,7 @@ def write_corpus(directory: Path, texts: list[str], *, ids: list[str] | None = N
             "n_tokens": len(text.split()), "content_hash": digest, "language": "en",
             "metadata": json.dumps({"i": i}),
         })
-    pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), directory / "documents-00000.parquet")
+    write_rows(CORPUS, directory, rows)
     return directory
 
 

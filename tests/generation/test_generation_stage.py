@@ -131,12 +131,12 @@ def test_local_mode_mixes_teacher_and_synthetic_samples(corpus, tmp_path, monkey
 
 def test_large_output_is_sharded(corpus, tmp_path, monkeypatch):
     import longalign.generation.samples as samples
-    from longalign.io import read_parquet_dir
+    from longalign.formats import CHATS, Shards
 
     monkeypatch.setattr(samples, "SHARD_ROWS", 4)
     stats = generate(SYNTH, corpus, tmp_path / "out")
     assert stats["files"] == ["samples-00000.parquet", "samples-00001.parquet", "samples-00002.parquet"]
-    table = read_parquet_dir(tmp_path / "out", "chats", "samples")
+    table = Shards(CHATS, tmp_path / "out").read_table()
     assert table.num_rows == 10 and len(set(table.column("id").to_pylist())) == 10
 
 

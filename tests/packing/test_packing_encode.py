@@ -7,7 +7,8 @@ import pytest
 
 from longalign.errors import UserError
 from longalign.models import load_tokenizer
-from longalign.packing.encode import IGNORE, ChatEncoder, Encoded, Skipped
+from longalign.formats import IGNORE
+from longalign.packing.encode import ChatEncoder, Encoded, Skipped
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from longalign.models import load_tokenizer
 from longalign.packing import plan_packs
-from longalign.packing.encode import IGNORE, ChatEncoder, Encoded, Skipped
+from longalign.formats import IGNORE
+from longalign.packing.encode import ChatEncoder, Encoded, Skipped
 from longalign.packing.store import SampleStore, write_rows
 
 

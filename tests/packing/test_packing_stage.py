@@ -13,17 +13,10 @@ import pytest
 from longalign.config import PackingConfig
 from longalign.errors import UserError
 from longalign.models import load_tokenizer
-from longalign.packing import ROW_SCHEMA, pack, read_packed
-from longalign.packing.encode import IGNORE, ChatEncoder
+from longalign.formats import CHATS, IGNORE, PACKED, ShardWriter, read_packed
+from longalign.packing import pack
+from longalign.packing.encode import ChatEncoder
 from longalign.packing.store import SampleStore, write_rows
-
-CHAT_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("task", pa.string()), ("teacher", pa.string()), ("doc_id", pa.string()),
-    ("reference", pa.string()), ("n_chars", pa.int64()),
-])
-
 
 def sample(i: int, words: int, turns: int = 1) -> dict:
     messages = [{"role": "system", "content": "Be brief."}] if i % 3 == 0 else []
@@ -36,10 +29,12 @@ def sample(i: int, words: int, turns: int = 1) -> dict:
 
 def write_chats(directory: Path, samples: list[dict], shards: int = 3) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(CHATS, directory)
     for s in range(shards):
-        part = samples[s::shards]
-        pq.write_table(pa.Table.from_pylist(part, schema=CHAT_SCHEMA),
-                       directory / f"samples-{s:05d}.parquet")
+        for row in samples[s::shards]:
+            writer.add(row)
+        writer.close_shard()
+    writer.flush()
     return directory
 
 
@@ -95,7 +90,7 @@ def test_files_schema_and_memory_map(packed):
         "lengths.png", "meta.json", "rows-00000.arrow", "stats.json", "summary.md"]
     with pa.memory_map(str(out / "rows-00000.arrow"), "r") as source:
         reader = pa.ipc.open_file(source)
-        assert reader.schema.equals(ROW_SCHEMA)
+        assert reader.schema.equals(PACKED.schema)
         assert reader.schema.field("input_ids").type == pa.large_list(pa.int32())
         assert reader.schema.field("seq_lens").type == pa.list_(pa.int32())
         assert reader.schema.field("batch").type == pa.int64()
@@ -273,7 +268,7 @@ def test_errors_write_nothing(tmp_path, chats):
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
     pq.write_table(pa.table({"x": [1]}), tmp_path / "empty" / "samples-00000.parquet")
-    with pytest.raises(UserError, match="lack column"):
+    with pytest.raises(UserError, match="lacks column"):
         run(tmp_path / "empty", tmp_path / "out")
 
 

@@ -6,11 +6,12 @@ import shutil
 from html.parser import HTMLParser
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from longalign.config import ScoringConfig, load_run_config
 from longalign.errors import UserError
-from longalign.io import write_parquet
+from longalign.formats import CORPUS, write_rows
 from longalign.scoring import score
 from longalign.scoring.evaluate import metrics
 from longalign.scoring.haystack import load_source
@@ -98,15 +99,15 @@ def test_corpus_text_becomes_the_haystack_and_empty_rows_are_counted(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     texts = ["Alpha line one.\nAlpha line two.", "", None, "Beta paragraph.\nMore beta."]
-    write_parquet(corpus / "documents-00000.parquet", pa.table({"text": texts}))
+    write_rows(CORPUS, corpus, [{"id": str(i), "text": t} for i, t in enumerate(texts)])
     source = load_source(corpus, 256)
     assert source.info["skipped"] == {"empty_text": 2}
     assert source.info["documents_used"] == 2
     assert source.text.startswith("Alpha line one.")
     bad = tmp_path / "bad"
     bad.mkdir()
-    write_parquet(bad / "documents-00000.parquet", pa.table({"body": ["x"]}))
-    with pytest.raises(UserError, match="'text'"):
+    pq.write_table(pa.table({"body": ["x"]}), bad / "documents-00000.parquet")
+    with pytest.raises(UserError, match="lacks column"):
         load_source(bad, 256)
 
 

@@ -12,11 +12,10 @@ import pytest
 
 from longalign.config import SourcingConfig
 from longalign.errors import UserError
-from longalign.io import read_parquet_dir
 from longalign.sourcing import source
 from longalign.sourcing.neardup import NearDuplicates, shingle_hashes, word_hashes
 from longalign.sourcing.quality import quality_issue, repeated_line_fraction
-from longalign.sourcing.writer import ShardWriter
+from longalign.formats import CORPUS, Shards, ShardWriter
 
 MODEL = "embedded:tiny"
 VOCAB = [w for w in (
@@ -53,7 +52,7 @@ def write(path: Path, data: str) -> Path:
 
 
 def rows(output: Path) -> list[dict]:
-    return read_parquet_dir(output, "corpus", "documents").to_pylist()
+    return Shards(CORPUS, output).read_table().to_pylist()
 
 
 # ---------------------------------------------------------------- quality filters (unit)

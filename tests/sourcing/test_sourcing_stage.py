@@ -13,12 +13,11 @@ from sourcing_helpers import write
 
 from longalign.config import SourcingConfig, load_run_config
 from longalign.errors import UserError
-from longalign.io import read_parquet_dir
 from longalign.models import load_tokenizer
-from longalign.sourcing import SCHEMA, source
+from longalign.sourcing import source
 from longalign.sourcing.readers import DirReader
 from longalign.sourcing.text import TokenCounter, sha256_hex
-from longalign.sourcing.writer import ShardWriter
+from longalign.formats import CORPUS, Shards, ShardWriter
 
 MODEL = "embedded:tiny"
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
@@ -35,7 +34,7 @@ def doc(tag: str, paragraphs: int) -> str:
 
 
 def rows(output: Path) -> list[dict]:
-    return read_parquet_dir(output, "corpus", "documents").to_pylist()
+    return Shards(CORPUS, output).read_table().to_pylist()
 
 
 @pytest.fixture
@@ -88,8 +87,8 @@ def test_bad_inputs_are_counted_and_the_run_continues(messy: Path, counter: Toke
     assert {e["uri"] for e in stats["rejection_examples"] if e["reason"] == "malformed"} == {
         f"{messy / 'docs.jsonl'}:2"}
 
-    table = read_parquet_dir(out, "corpus", "documents")
-    assert table.schema.equals(SCHEMA)
+    table = Shards(CORPUS, out).read_table()
+    assert table.schema.equals(CORPUS.schema, check_metadata=True)
     kept = table.to_pylist()
     # Sorted order: the first of two equal texts is kept, the later one is the duplicate.
     assert sorted(Path(r["uri"]).name for r in kept) == [
@@ -213,7 +212,7 @@ def test_no_document_kept_is_a_user_error_after_counting(tmp_path: Path) -> None
 
 
 def test_shards_roll_over_by_rows_and_bytes(tmp_path: Path) -> None:
-    writer = ShardWriter(tmp_path, max_rows=2, max_bytes=10)
+    writer = ShardWriter(CORPUS, tmp_path, max_rows=2, max_bytes=10, size=lambda r: len(r["text"]))
     for i, text in enumerate(["abc", "def", "ghijklmnopq", "r"]):
         writer.add({"id": str(i), "source": "s", "uri": "u", "text": text, "n_tokens": 1,
                     "content_hash": "h", "language": None, "metadata": "{}"})
@@ -221,7 +220,7 @@ def test_shards_roll_over_by_rows_and_bytes(tmp_path: Path) -> None:
     assert writer.shards == ["documents-00000.parquet", "documents-00001.parquet",
                              "documents-00002.parquet"]
     assert [pq.read_table(tmp_path / s).num_rows for s in writer.shards] == [2, 1, 1]
-    assert read_parquet_dir(tmp_path, "corpus", "documents").column("id").to_pylist() == ["0", "1", "2", "3"]
+    assert Shards(CORPUS, tmp_path).read_table().column("id").to_pylist() == ["0", "1", "2", "3"]
     assert pq.read_table(tmp_path / writer.shards[0]).schema.field("language").type == pa.string()
 
 

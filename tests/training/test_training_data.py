@@ -2,12 +2,12 @@
 
 import json
 
-import pyarrow as pa
 import pytest
 import torch
-from training_helpers import SCHEMA, make_samples, write_packed
+from training_helpers import make_samples, write_packed
 
 from longalign.errors import UserError
+from longalign.formats import PACKED, write_rows
 from longalign.training.data import PackedData
 
 
@@ -51,9 +51,7 @@ def test_missing_and_empty_inputs_are_user_errors(tmp_path):
         f.unlink()
     with pytest.raises(UserError, match="no rows-"):
         PackedData(tmp_path / "p")
-    table = pa.Table.from_pylist([], schema=SCHEMA)
-    with pa.ipc.new_file(str(tmp_path / "p" / "rows-00000.arrow"), SCHEMA) as w:
-        w.write_table(table)
+    write_rows(PACKED, tmp_path / "p", [])
     with pytest.raises(UserError, match="holds no rows"):
         PackedData(tmp_path / "p")
 
@@ -63,18 +61,18 @@ def test_inconsistent_rows_are_user_errors(tmp_path):
     path = tmp_path / "p" / "rows-00000.arrow"
     row = {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "seq_lens": [2],
            "n_targets": [2], "sample_ids": ["a"], "batch": 0}
-    with pa.ipc.new_file(str(path), SCHEMA) as w:
-        w.write_table(pa.Table.from_pylist([row], schema=SCHEMA))
+    path.unlink()
+    write_rows(PACKED, tmp_path / "p", [row])
     with pytest.raises(UserError, match="seq_lens sum 2"):
         PackedData(tmp_path / "p")
     rows = [dict(row, seq_lens=[3], batch=b) for b in (0, 1, 0)]
-    with pa.ipc.new_file(str(path), SCHEMA) as w:
-        w.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+    path.unlink()
+    write_rows(PACKED, tmp_path / "p", rows)
     with pytest.raises(UserError, match="not consecutive"):
         PackedData(tmp_path / "p")
     meta = json.loads((tmp_path / "p" / "meta.json").read_text())
     (tmp_path / "p" / "meta.json").write_text(json.dumps(dict(meta, schema_version=9)))
-    with pytest.raises(UserError, match="schema_version"):
+    with pytest.raises(UserError, match="is format version 9, this longalign reads version 1"):
         PackedData(tmp_path / "p")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -11,15 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-SCHEMA = pa.schema([
-    ("input_ids", pa.large_list(pa.int32())),
-    ("labels", pa.large_list(pa.int32())),
-    ("seq_lens", pa.list_(pa.int32())),
-    ("n_targets", pa.list_(pa.int32())),
-    ("sample_ids", pa.list_(pa.string())),
-    ("batch", pa.int64()),
-])
-
+from longalign.formats import IGNORE, PACKED, ShardWriter, write_packed_meta
 
 def tiny_llama(vocab: int = 97, dtype=torch.float32, seed: int = 0, **kw) -> LlamaForCausalLM:
     """A 2-layer GQA Llama with the default config (use_cache=True)."""
@@ -39,7 +30,7 @@ def make_samples(n: int, vocab: int, seed: int = 0, min_len: int = 4, max_len: i
         length = rng.randint(min_len, max_len)
         ids = [rng.randrange(3, vocab) for _ in range(length)]
         prompt = rng.randint(1, length - 1)
-        out.append((ids, [-100] * prompt + ids[prompt:]))
+        out.append((ids, [IGNORE] * prompt + ids[prompt:]))
     return out
 
 
@@ -68,21 +59,21 @@ def write_packed(directory: Path, samples: list[tuple[list[int], list[int]]], *,
         records.append({
             "input_ids": ids, "labels": labels,
             "seq_lens": [len(samples[i][0]) for i in members],
-            "n_targets": [sum(1 for t in samples[i][1] if t != -100) for i in members],
+            "n_targets": [sum(1 for t in samples[i][1] if t != IGNORE) for i in members],
             "sample_ids": [f"s{i}" for i in members], "batch": batch,
         })
     per = -(-len(records) // shards)
+    writer = ShardWriter(PACKED, directory)
     for s in range(shards):
         part = records[s * per:(s + 1) * per]
-        table = pa.Table.from_pylist(part, schema=SCHEMA)
-        with pa.OSFile(str(directory / f"rows-{s:05d}.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, SCHEMA) as writer:
-                writer.write_table(table, max_chunksize=2)
-    meta = {"schema_version": 1, "strategy": strategy, "max_len": max_len, "model": model,
-            "pad_token_id": pad_token_id, "rows": len(records),
-            "batches": len({r["batch"] for r in records}), "samples": len(samples),
-            "tokens": sum(len(r["input_ids"]) for r in records)}
-    (directory / "meta.json").write_text(json.dumps(meta))
+        for k in range(0, len(part), 2):  # two rows per record batch
+            writer.write_batch(pa.RecordBatch.from_pylist(part[k:k + 2], schema=PACKED.schema))
+        writer.close_shard()
+    writer.flush()
+    write_packed_meta(directory, strategy=strategy, max_len=max_len, model=model,
+                      pad_token_id=pad_token_id, rows=len(records),
+                      batches=len({r["batch"] for r in records}), samples=len(samples),
+                      tokens=sum(len(r["input_ids"]) for r in records))
     return directory
 
 
