@@ -1,6 +1,7 @@
 """What every stage component shares: the image and the publishing of stage results as KFP artifacts.
 
-Components are thin: parse the stage's config section, call one library function, publish its stats.
+Components are thin: parse the stage's config section, call one library function, publish the
+StageResult it returns.
 Their bodies import from the installed ``longalign`` package (KFP serialises only the function's source).
 """
 
@@ -9,9 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
-
 from longalign import __version__
+from longalign.results import StageResult
 
 # The image tag is the package version, so KFP's cache key changes whenever the code does.
 # IMAGE (docker/Dockerfile) runs the data stages; IMAGE_CUDA (docker/Dockerfile.cuda) runs training.
@@ -19,22 +19,19 @@ IMAGE = f"ghcr.io/longalign/longalign:{__version__}"
 IMAGE_CUDA = f"ghcr.io/longalign/longalign-cuda:{__version__}"
 
 
-def publish(stats: dict[str, Any], metrics=None, markdown=None, markdown_file: str | Path | None = None,
-            html=None, html_file: str | Path | None = None) -> None:
-    """Log ``stats["metrics"]`` to a KFP Metrics artifact and copy report files into Markdown/HTML artifacts.
+def publish(result: StageResult, metrics=None, markdown=None, html=None) -> None:
+    """Log the result's metrics to a KFP Metrics artifact and copy its summary and report files
+    into the Markdown and HTML artifacts.
 
     The Metrics artifact's file is written too: KFP's local cache treats an artifact whose file is
     missing as stale, and on a cluster the file is harmless.
     """
     if metrics is not None:
-        for name, value in sorted((stats.get("metrics") or {}).items()):
-            if isinstance(value, bool):
-                value = int(value)
-            if isinstance(value, (int, float)):
-                metrics.log_metric(name, value)
+        for name, value in sorted(result.metrics.items()):
+            metrics.log_metric(name, value)
         Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True))
-    for artifact, source in ((markdown, markdown_file), (html, html_file)):
+    for artifact, source in ((markdown, result.summary_path), (html, result.report_path)):
         if artifact is not None and source is not None:
             Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, artifact.path)

@@ -17,6 +17,7 @@ import typer
 
 from longalign.config import SECTIONS, RunConfig, load_run_config
 from longalign.errors import UserError
+from longalign.results import StageResult
 
 app = typer.Typer(
     add_completion=False,
@@ -63,14 +64,14 @@ def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
     return load_run_config(preset, _load_file(config_file), overrides)
 
 
-def _report(stats: dict[str, Any], output: Path) -> None:
+def _report(result: StageResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"wrote {output}", show_header=True)
+    table = Table(title=f"wrote {result.output}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in sorted((stats.get("metrics") or {}).items()):
+    for key, value in sorted(result.metrics.items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console(stderr=False).print(table)
 
@@ -98,7 +99,7 @@ def source(
         "sourcing.seed": seed, "sourcing.strict": strict, "model": model})
     from longalign.sourcing import source as run
 
-    _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite), output)
+    _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite))
 
 
 @app.command()
@@ -115,7 +116,7 @@ def generate(
     cfg = _config(preset, config, set_, "generation", {"generation.teacher": teacher})
     from longalign.generation import generate as run
 
-    _report(run(cfg.generation, corpus, output, overwrite=overwrite), output)
+    _report(run(cfg.generation, corpus, output, overwrite=overwrite))
 
 
 @app.command()
@@ -136,7 +137,7 @@ def pack(
         "packing.truncation": truncation, "model": model})
     from longalign.packing import pack as run
 
-    _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite), output)
+    _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite))
 
 
 @app.command()
@@ -158,12 +159,12 @@ def train(
     from longalign.training.checkpoint import EXIT_CODE, Preempted
 
     try:
-        stats = run(cfg.training, cfg.model, packed, output, overwrite=overwrite)
+        result = run(cfg.training, cfg.model, packed, output, overwrite=overwrite)
     except Preempted as exc:
         print(f"{exc}; rerun with --resume", file=sys.stderr)
         raise typer.Exit(code=EXIT_CODE) from None
     if os.environ.get("RANK", "0") == "0":
-        _report(stats, output)
+        _report(result)
 
 
 @app.command()
@@ -185,8 +186,7 @@ def score(
                                                      "scoring.baseline": str(baseline) if baseline else None})
     from longalign.scoring import score as run
 
-    stats = run(cfg.scoring, model, output, base_model=base_model, corpus=corpus, overwrite=overwrite)
-    _report(stats, output)
+    _report(run(cfg.scoring, model, output, base_model=base_model, corpus=corpus, overwrite=overwrite))
 
 
 @app.command()

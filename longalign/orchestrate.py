@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from longalign.config import STAGES, RunConfig
 from longalign.errors import UserError
+from longalign.results import StageResult
 
 log = logging.getLogger("longalign")
 
@@ -116,9 +117,7 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     seconds = time.monotonic() - start
     outputs = {name: artifact.path for name, artifact in task.outputs.items()}
     summary: dict[str, Any] = {"seconds": round(seconds, 1), "root": str(root), "outputs": outputs}
-    scores_stats = Path(outputs["scores"]) / "stats.json"
-    if scores_stats.is_file():
-        summary["scores"] = json.loads(scores_stats.read_text()).get("headline", {})
+    summary["scores"] = StageResult.load(outputs["scores"]).headline
     return summary
 
 

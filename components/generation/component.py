@@ -25,5 +25,5 @@ def generation(
     from longalign.config import parse_section
     from longalign.generation import generate
 
-    stats = generate(parse_section("generation", config), corpus.path, chats.path)
-    publish(stats, metrics, preview, f"{chats.path}/preview.md")
+    result = generate(parse_section("generation", config), corpus.path, chats.path)
+    publish(result, metrics, preview)

@@ -27,5 +27,5 @@ def packing(
     from longalign.config import parse_section
     from longalign.packing import pack
 
-    stats = pack(parse_section("packing", config), model, chats.path, packed.path)
-    publish(stats, metrics, summary, f"{packed.path}/summary.md")
+    result = pack(parse_section("packing", config), model, chats.path, packed.path)
+    publish(result, metrics, summary)

@@ -30,6 +30,6 @@ def scoring(
     from longalign.config import parse_section
     from longalign.scoring import score
 
-    stats = score(parse_section("scoring", config), model.path, scores.path,
+    result = score(parse_section("scoring", config), model.path, scores.path,
                   base_model=base_model, corpus=corpus.path)
-    publish(stats, metrics, summary, f"{scores.path}/report.md", report, f"{scores.path}/report.html")
+    publish(result, metrics, summary, report)

@@ -25,5 +25,5 @@ def sourcing(
     from longalign.config import parse_section
     from longalign.sourcing import source
 
-    stats = source(parse_section("sourcing", config), model, corpus.path)
-    publish(stats, metrics, summary, f"{corpus.path}/summary.md")
+    result = source(parse_section("sourcing", config), model, corpus.path)
+    publish(result, metrics, summary)

@@ -31,5 +31,5 @@ def training(
     from longalign.config import parse_section
     from longalign.training import train
 
-    stats = train(parse_section("training", config), base_model, packed.path, model.path)
-    publish(stats, metrics, summary, f"{model.path}/summary.md")
+    result = train(parse_section("training", config), base_model, packed.path, model.path)
+    publish(result, metrics, summary)

@@ -48,8 +48,8 @@ def training_launcher(
 
     given = {"pvc": pvc_name, "gpu_resource": gpu_type, "gpus_per_node": gpu_count,
              "node_selector": gpu_node_selector, "tolerations": gpu_tolerations}
-    stats = launch_training(config, launcher_config, base_model, packed.path, run_id, model.path,
+    result = launch_training(config, launcher_config, base_model, packed.path, run_id, model.path,
                             manifest.path, default_image=IMAGE, default_gpu_image=IMAGE_CUDA,
                             overrides=given)
-    model.metadata.update(stats["model_metadata"])
-    publish(stats, metrics, summary, stats["summary_file"])
+    model.metadata.update(result.stats["model_metadata"])
+    publish(result, metrics, summary)

@@ -32,7 +32,8 @@ from longalign.generation.shortdata import draw_short, load_short_chats
 from longalign.generation.stats import REJECT_REASONS, build_stats
 from longalign.generation.synthetic import synthetic_task
 from longalign.generation.teachers import Teacher, make_teacher, window_of
-from longalign.io import atomic_dir, check_output, write_json
+from longalign.io import atomic_dir, check_output
+from longalign.results import StageResult, numeric
 
 log = logging.getLogger("longalign")
 SYNTHETIC_TEACHER = "synthetic"
@@ -119,7 +120,7 @@ def _teacher_samples(config: GenerationConfig, teacher: Teacher, documents: list
 
 
 def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | os.PathLike, *,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False) -> StageResult:
     """Generate chat samples from a sourced corpus and write them to ``output``.
 
     With a teacher (``local`` or ``openai``) the first ``teacher_documents`` documents (seeded
@@ -127,7 +128,7 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     ``synthetic_per_document`` recall tasks; with ``teacher="synthetic"`` only recall tasks are
     made (at least one per document). ``short_ratio`` short chats per long sample are mixed in
     from ``short_data``. Writes ``samples-*.parquet``, ``stats.json`` and ``preview.md``
-    atomically and returns the stats. Raises UserError (and writes nothing) for a missing or empty
+    atomically and returns the StageResult. Raises UserError (and writes nothing) for a missing or empty
     corpus, a non-empty output without ``overwrite``, a teacher endpoint that refuses the key or
     model, too many failed teacher requests (the failure rule above), no teacher sample at all, or
     when no sample survives the gates.
@@ -173,6 +174,8 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
                         "try teacher=synthetic or a stronger teacher_model")
     with atomic_dir(output, overwrite=overwrite) as tmp:
         stats["files"] = write_shards(tmp, samples)
-        write_json(tmp / "stats.json", stats)
+        result = StageResult("generation", output, stats, metrics=numeric(stats["metrics"]),
+                             headline={"samples": len(samples)}, summary="preview.md")
+        result.write(tmp)
         (tmp / "preview.md").write_text(preview_markdown(samples, stats), encoding="utf-8")
-    return stats
+    return result

@@ -22,7 +22,7 @@ import numpy as np
 from longalign.config import PackingConfig
 from longalign.errors import UserError
 from longalign.formats import CHATS, Shards, write_packed_meta
-from longalign.io import atomic_dir, write_json
+from longalign.io import atomic_dir
 from longalign.models import load_tokenizer
 from longalign.packing.encode import ChatEncoder, Encoded
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
@@ -30,6 +30,7 @@ from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_n
 from longalign.packing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.packing.store import SampleStore, write_rows
 from longalign.progress import track
+from longalign.results import StageResult, numeric
 
 log = logging.getLogger("longalign")
 READ_BATCH = 256  # chats read from a Parquet shard at a time
@@ -98,11 +99,11 @@ def duplicates(store: SampleStore) -> np.ndarray:
 
 
 def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: str | os.PathLike,
-         *, overwrite: bool = False) -> dict:
+         *, overwrite: bool = False) -> StageResult:
     """Tokenise the generation stage's chats with ``model``'s chat template and write packed rows.
 
     Writes ``output``/rows-NNNNN.arrow (``longalign.formats.PACKED``),
-    meta.json, stats.json, summary.md and lengths.png, atomically; returns the stats. Bad samples
+    meta.json, stats.json, summary.md and lengths.png, atomically; returns the StageResult. Bad samples
     are skipped and counted per reason. Raises UserError for a missing or empty input, or when no
     sample is left; nothing is written then.
     """
@@ -148,10 +149,13 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
                           batches=stats["batches"], samples=stats["samples_packed"],
                           tokens=stats["tokens"], data_tasks=stats["data_tasks"],
                           config=config.model_dump())
-        write_json(Path(tmp) / "stats.json", stats)
+        result = StageResult("packing", Path(output), stats, metrics=numeric(stats["metrics"]),
+                             headline={k: stats[k] for k in ("rows", "efficiency")},
+                             summary="summary.md")
+        result.write(tmp)
         (Path(tmp) / "summary.md").write_text(summary_markdown(stats, model))
         plot_lengths(stats, Path(tmp) / "lengths.png")
     log.info("packing: %d samples -> %d rows in %d batches, efficiency %.4f (%d skipped)",
              stats["samples_packed"], stats["rows"], stats["batches"], efficiency,
              stats["skipped_total"])
-    return stats
+    return result

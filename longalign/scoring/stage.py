@@ -13,6 +13,7 @@ from longalign.endpoints.failures import reasons_text
 from longalign.errors import UserError
 from longalign.io import atomic_dir, require_dir, write_json
 from longalign.models import load_model, load_tokenizer, resolve_model
+from longalign.results import StageResult, numeric
 from longalign.scoring.answerer import Answerer, TransformersAnswerer
 from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
@@ -131,9 +132,10 @@ def _failures(client: Endpoint, kept: str = "") -> dict:
 
 
 def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], haystack: dict,
-                  seconds: float, *, comparison: dict | None = None, extra: dict | None = None) -> dict:
-    """Write scores.json, stats.json, needle.png (with needle results), report.html and report.md
-    into ``out``; return the stats. ``comparison`` is a baseline comparison (baseline.compare);
+                  seconds: float, *, comparison: dict | None = None, extra: dict | None = None,
+                  output: Path | None = None) -> StageResult:
+    """Write scores.json, stats.json, result.json, needle.png (with needle results), report.html
+    and report.md into ``out`` (which becomes ``output``, default ``out``); return the result. ``comparison`` is a baseline comparison (baseline.compare);
     ``extra`` more facts for stats and scores (LongBench-Chat data and judge usage)."""
     flat = metrics(results)
     if comparison:
@@ -156,24 +158,27 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
         stats["baseline"] = {k: comparison[k] for k in ("path", "spec", "suites", "config_changes")}
     write_json(out / "scores.json", {"config": config.model_dump(), "models": results, "haystack": haystack,
                                      "baseline": comparison, **(extra or {})})
-    write_json(out / "stats.json", stats)
+    result = StageResult("scoring", Path(output or out), stats, metrics=numeric(flat),
+                         headline=headline, summary="report.md", report="report.html")
+    result.write(out)
     png = heatmap_png(results)
     if png:
         (out / "needle.png").write_bytes(png)
     write_html(out / "report.html", results, stats, png, comparison)
     write_markdown(out / "report.md", results, flat, comparison, stats.get("contamination"))
-    return stats
+    return result
 
 
 def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.PathLike, *,
           base_model: str | None = None, corpus: str | os.PathLike | None = None,
-          baseline: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+          baseline: str | os.PathLike | None = None, overwrite: bool = False) -> StageResult:
     """Score ``model`` (and ``base_model`` when ``config.compare_base``) and write the output directory.
 
     ``model`` is a model spec or a fine-tuned checkpoint directory; ``corpus`` an optional sourcing
     output whose texts become the haystack (default: Python standard-library sources); ``baseline``
     (default ``config.baseline``) a previous scores.json or scoring output to compare with. Writes
-    scores.json, stats.json, needle.png, report.html and report.md; returns the stats.
+    scores.json, stats.json, result.json, needle.png, report.html and report.md; returns the
+    StageResult.
     """
     start = time.monotonic()
     lengths, _ = _check(config)
@@ -211,6 +216,7 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
         if bench:
             extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict(judge.config)})
         comparison = compare(results["model"], config.model_dump(), previous) if previous else None
-        stats = write_outputs(tmp, config, results, source.info if source else {},
-                              time.monotonic() - start, comparison=comparison, extra=extra)
-    return stats
+        result = write_outputs(tmp, config, results, source.info if source else {},
+                               time.monotonic() - start, comparison=comparison, extra=extra,
+                               output=Path(output))
+    return result

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -33,9 +34,10 @@ import numpy as np
 from longalign.config import SourcingConfig
 from longalign.errors import UserError
 from longalign.formats import CORPUS, ShardWriter
-from longalign.io import atomic_dir, write_json
+from longalign.io import atomic_dir
 from longalign.models import load_tokenizer
 from longalign.progress import track
+from longalign.results import StageResult, numeric
 from longalign.sourcing.base import interleave
 from longalign.sourcing.mix import mix_groups, mixed
 from longalign.sourcing.neardup import NearDuplicates
@@ -243,11 +245,11 @@ def _candidates(readers: list[Reader], config: SourcingConfig, run: _Run,
 
 def source(
     config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False
-) -> dict:
+) -> StageResult:
     """Build the long-document corpus described by ``config`` into the directory ``output``.
 
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
-    (atomically) and returns the stats. Token lengths are counted with ``model``'s tokenizer.
+    (atomically) and returns the StageResult. Token lengths are counted with ``model``'s tokenizer.
     Raises UserError for an unknown source scheme, a missing path, a bad mix, bad input in strict
     mode, or when no document is kept (then nothing is written).
     """
@@ -302,12 +304,15 @@ def source(
         low = min(b[0] for b in run.bounds.values())
         high = max(b[1] for b in run.bounds.values())
         stats = build_stats(tally, config, model, selection, run.writer.shards, (low, high))
-        write_json(tmp / "stats.json", stats)
+        result = StageResult("sourcing", Path(output), stats, metrics=numeric(stats["metrics"]),
+                             headline={k: stats[k] for k in ("documents_kept", "tokens_kept")},
+                             summary="summary.md")
+        result.write(tmp)
         (tmp / "summary.md").write_text(summary_markdown(stats))
         plot_lengths(tmp / "lengths.png", tally.lengths, low, high)
     log.info("sourcing: kept %d documents (%d tokens); rejected: %s",
              tally.kept, stats["tokens_kept"], tally.reasons_line())
-    return stats
+    return result
 
 
 def _mix_report(config: SourcingConfig, readers: list[Reader], tally: Tally) -> dict:

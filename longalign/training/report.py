@@ -1,4 +1,4 @@
-"""stats.json, summary.md and loss.png of the training stage."""
+"""stats.json, result.json, summary.md and loss.png of the training stage."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from longalign.io import markdown_table, write_json
+from longalign.io import markdown_table
+from longalign.results import StageResult
 from longalign.training.loop import StepResult
 from longalign.training.metrics import peak_memory_gb
 
@@ -141,10 +142,11 @@ def plot_loss(path: Path, stats: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, stats: dict[str, Any]) -> None:
-    write_json(out / "stats.json", stats)
-    write_summary(out / "summary.md", stats)
-    plot_loss(out / "loss.png", stats)
+def write_report(out: Path, result: StageResult) -> None:
+    """The stage's files: stats.json and result.json, summary.md and loss.png."""
+    result.write(out)
+    write_summary(out / "summary.md", result.stats)
+    plot_loss(out / "loss.png", result.stats)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -15,6 +15,7 @@ from longalign.config import TrainingConfig
 from longalign.errors import UserError
 from longalign.io import atomic_dir, check_output
 from longalign.models import load_model, load_tokenizer
+from longalign.results import StageResult, numeric
 from longalign.training.attention import prepare_for_packed_training, select_attention
 from longalign.training.checkpoint import checkpoint_root
 from longalign.training.data import PackedData
@@ -67,7 +68,7 @@ def _warnings(data: PackedData, model: str, net: Any) -> list[str]:
 
 
 def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
-          output: str | os.PathLike, *, overwrite: bool = False) -> dict:
+          output: str | os.PathLike, *, overwrite: bool = False) -> StageResult:
     """Fine-tune ``model`` on the packing stage's output ``packed`` and write it to ``output``.
 
     ``output`` receives the model (safetensors) and tokenizer, ``stats.json``, ``summary.md``,
@@ -76,7 +77,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
     number of processes and any gradient accumulation. Checkpoints go to
     ``config.checkpoint_dir`` (default ``<output>.checkpoints``) every ``checkpoint_every`` steps
     and at SIGTERM, which then raises :class:`~longalign.training.checkpoint.Preempted`;
-    ``config.resume`` continues from the newest one. Returns the stats (on every process).
+    ``config.resume`` continues from the newest one. Returns the StageResult (on every process).
     """
     started = time.perf_counter()
     data = PackedData(packed)
@@ -140,10 +141,12 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
         stats["seconds"] = time.perf_counter() - started
         _save(accelerator, prepared, model, tmp, use_cache, config.gradient_checkpointing,
               data.meta.get("chat_template"))
+        result = StageResult("training", out, stats, metrics=numeric(stats["metrics"]),
+                             headline={"final_loss": stats["final_loss"]}, summary="summary.md")
         if tmp is not None:
-            write_report(tmp, stats)
+            write_report(tmp, result)
     accelerator.wait_for_everyone()
-    return stats
+    return result
 
 
 def _tensorboard_dir(config: TrainingConfig, tmp: Path | None) -> Path | None:

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import longalign.generation.stage as stage
+from longalign.results import StageResult
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
 from longalign.generation import generate
@@ -21,7 +22,8 @@ def _rows(out):
 def test_output_files_schema_and_stats(corpus, tmp_path):
     out = tmp_path / "out"
     stats = generate(SYNTH, corpus, out)
-    assert sorted(p.name for p in out.iterdir()) == ["preview.md", "samples-00000.parquet", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["preview.md", "result.json", "samples-00000.parquet",
+                                                   "stats.json"]
     table = pq.read_table(out / "samples-00000.parquet")
     assert table.schema.field("messages").type == pa.list_(
         pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -37,6 +39,9 @@ def test_output_files_schema_and_stats(corpus, tmp_path):
         assert row["n_chars"] == len(user["content"]) + len(assistant["content"])
         assert row["teacher"] == "synthetic"
     assert json.loads((out / "stats.json").read_text()) == stats
+    stored = StageResult.load(out)
+    assert (stored.stage, stored.metrics, stored.headline) == ("generation", stats.metrics, {"samples": 10})
+    assert stored.summary_path == out / "preview.md"
     assert stats["samples"]["by_task"] == {"kv_retrieval": 5, "needle": 5}
     assert stats["documents"]["used"] == 5
     assert all(isinstance(v, (int, float)) for v in stats["metrics"].values())

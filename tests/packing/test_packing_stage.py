@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from longalign.results import StageResult
 from longalign.config import PackingConfig
 from longalign.errors import UserError
 from longalign.models import load_tokenizer
@@ -87,7 +88,7 @@ def packed(chats, tmp_path_factory, tiny_model) -> tuple[Path, dict]:
 def test_files_schema_and_memory_map(packed):
     out, stats = packed
     assert sorted(p.name for p in out.iterdir()) == [
-        "lengths.png", "meta.json", "rows-00000.arrow", "stats.json", "summary.md"]
+        "lengths.png", "meta.json", "result.json", "rows-00000.arrow", "stats.json", "summary.md"]
     with pa.memory_map(str(out / "rows-00000.arrow"), "r") as source:
         reader = pa.ipc.open_file(source)
         assert reader.schema.equals(PACKED.schema)
@@ -102,6 +103,7 @@ def test_files_schema_and_memory_map(packed):
     assert (meta["rows"], meta["batches"], meta["samples"], meta["tokens"]) == (
         stats["rows"], stats["batches"], stats["samples_packed"], stats["tokens"])
     assert json.loads((out / "stats.json").read_text()) == stats
+    assert StageResult.load(out).headline == {"rows": stats["rows"], "efficiency": stats["efficiency"]}
     assert "| efficiency |" in (out / "summary.md").read_text()
     assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
 

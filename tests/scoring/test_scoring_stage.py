@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from longalign.results import StageResult
 from longalign.config import ScoringConfig, load_run_config
 from longalign.errors import UserError
 from longalign.formats import CORPUS, write_rows
@@ -17,7 +18,7 @@ from longalign.scoring.evaluate import metrics
 from longalign.scoring.haystack import load_source
 from longalign.scoring.stage import score_answerer, write_outputs
 
-FILES = {"scores.json", "stats.json", "report.html", "report.md", "needle.png"}
+FILES = {"scores.json", "stats.json", "result.json", "report.html", "report.md", "needle.png"}
 
 
 class _Collect(HTMLParser):
@@ -65,6 +66,9 @@ def test_real_run_writes_everything(tiny_run):
     config, stats, out = tiny_run
     assert {p.name for p in out.iterdir()} == FILES
     assert json.loads((out / "stats.json").read_text()) == stats
+    stored = StageResult.load(out)
+    assert stored.headline == stats["headline"] and stored.metrics == stats["metrics"]
+    assert (stored.summary_path, stored.report_path) == (out / "report.md", out / "report.html")
     m = stats["metrics"]
     for key in ("needle_accuracy", "recall_accuracy", "base_needle_accuracy", "base_recall_accuracy"):
         assert 0.0 <= m[key] <= 1.0

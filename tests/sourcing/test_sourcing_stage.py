@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from sourcing_helpers import write
 
+from longalign.results import StageResult
 from longalign.config import SourcingConfig, load_run_config
 from longalign.errors import UserError
 from longalign.models import load_tokenizer
@@ -109,7 +110,8 @@ def test_bad_inputs_are_counted_and_the_run_continues(messy: Path, counter: Toke
     assert by_name["copy_of_good1.txt"]["language"] is None
     assert stats["tokens_kept"] == sum(r["n_tokens"] for r in kept)
 
-    assert json.loads((out / "stats.json").read_text()) == json.loads(json.dumps(stats))
+    assert json.loads((out / "stats.json").read_text()) == json.loads(json.dumps(stats.stats))
+    assert StageResult.load(out).metrics == stats.metrics == stats["metrics"]
     summary = (out / "summary.md").read_text()
     assert "undecodable" in summary and "missing_field" in summary
     assert (out / "lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -176,7 +178,7 @@ def test_max_documents_is_deterministic_for_the_seed(tmp_path: Path) -> None:
     assert first["documents_kept"] == 5
     assert first["selection"]["stopped_early"] and first["selection"]["candidates_visited"] < 30
     names = sorted(p.name for p in out_a.iterdir())
-    assert names == ["documents-00000.parquet", "lengths.png", "stats.json", "summary.md"]
+    assert names == ["documents-00000.parquet", "lengths.png", "result.json", "stats.json", "summary.md"]
     for name in names:
         assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
     assert [r["id"] for r in rows(out_a)] != [r["id"] for r in rows(out_c)]

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import make_samples, one_thread, write_packed  # noqa: F401 (fixture)
 
+from longalign.results import StageResult
 from longalign.config import TrainingConfig
 from longalign.errors import UserError
 from longalign.models import resolve_model
@@ -33,6 +34,7 @@ def test_train_learns_saves_a_loadable_model_and_reports(tmp_path, packed):
     assert stats["metrics"]["final_loss"] == stats["loss"][-1] and stats["tokens_per_second"] > 0
     assert stats["loss_by_length"] and stats["attn_implementation"] == "longalign_sdpa"
     assert json.loads((out / "stats.json").read_text())["loss"] == stats["loss"]
+    assert StageResult.load(out).headline == {"final_loss": stats["loss"][-1]} == stats.headline
     assert (out / "loss.png").stat().st_size > 0
     assert "final loss" in (out / "summary.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -14,6 +14,7 @@ import yaml
 
 from longalign.errors import UserError
 from longalign.io import atomic_dir, read_json, write_json
+from longalign.results import StageResult, numeric
 from longalign.training.launcher.config import LauncherConfig, parse_launcher_config
 from longalign.training.launcher.jobs import KubeJobs
 from longalign.training.launcher.logs import Sink
@@ -71,8 +72,9 @@ def launch_training(training: dict[str, Any], launcher: dict[str, Any], base_mod
                     manifest_file: str | os.PathLike, *, default_image: str,
                     default_gpu_image: str | None = None, overrides: dict[str, Any] | None = None,
                     api_client: Any = None, volume_root: str | os.PathLike | None = None,
-                    sink: Sink = print) -> dict[str, Any]:
-    """Train on the cluster and return stats (``metrics`` and the Model's ``model_metadata``).
+                    sink: Sink = print) -> StageResult:
+    """Train on the cluster and return the StageResult (its stats hold the Model artifact's
+    ``model_metadata``).
 
     ``overrides`` are pipeline parameters that replace launcher fields when given (see
     :func:`parse_launcher_config`). Without ``image`` the job runs ``default_gpu_image`` when it
@@ -119,17 +121,20 @@ def launch_training(training: dict[str, Any], launcher: dict[str, Any], base_mod
         "job_kind": manifest["kind"], "job_name": name, "namespace": namespace,
         "run_id": run_id, "num_nodes": cfg.num_nodes, "procs_per_node": cfg.procs,
     }
+    metrics = dict(run_stats.get("metrics") or {})
+    metrics.update({"launcher_seconds": round(seconds, 3), "num_nodes": cfg.num_nodes,
+                    "procs_per_node": cfg.procs})
+    stats = {**run_stats, "metrics": metrics, "model_metadata": pointer, "job_name": name}
+    result = StageResult("training", Path(model_dir), stats, metrics=numeric(metrics),
+                         headline={k: metrics[k] for k in ("final_loss",) if k in metrics},
+                         summary="summary.md")
     with atomic_dir(model_dir, overwrite=True) as tmp:
         if cfg.copy_model:  # the whole checkpoint, for consumers without the volume
             shutil.copytree(trained, tmp, dirs_exist_ok=True)
         write_json(tmp / "pointer.json", pointer)
-        write_json(tmp / "stats.json", run_stats)
+        result.write(tmp)
         if (trained / "summary.md").is_file():
             shutil.copyfile(trained / "summary.md", tmp / "summary.md")
         else:
             (tmp / "summary.md").write_text(f"# training job {name}\n\nno summary written\n")
-    metrics = dict(run_stats.get("metrics") or {})
-    metrics.update({"launcher_seconds": round(seconds, 3), "num_nodes": cfg.num_nodes,
-                    "procs_per_node": cfg.procs})
-    return {"metrics": metrics, "model_metadata": pointer, "job_name": name,
-            "summary_file": str(Path(model_dir) / "summary.md")}
+    return result
