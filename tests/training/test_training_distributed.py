@@ -57,7 +57,7 @@ def _worker(rank, world, port, packed, out):
         torch.save(results, os.path.join(out, "sgd.pt"))
     stats = train(TrainingConfig(epochs=1, learning_rate=1e-2, warmup_ratio=0.0), MODEL, packed,
                   os.path.join(out, "model"))
-    torch.save(stats, os.path.join(out, f"stats-{rank}.pt"))
+    torch.save(stats.stats, os.path.join(out, f"stats-{rank}.pt"))
 
 
 def _free_port():
