@@ -7,6 +7,7 @@ retrieval, needle) that need no model, and optional short chats mixed in.
 """
 
 from longalign.generation.stage import generate
-from longalign.generation.teachers import Completion, LocalTeacher, Teacher
+from longalign.generation.interface import Completion, Teacher
+from longalign.generation.teachers import LocalTeacher
 
 __all__ = ["generate", "Completion", "LocalTeacher", "Teacher"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from longalign.endpoints import Client
-from longalign.generation.teachers import TRUNCATION_MARK, Chat, Completion, OnResult
+from longalign.generation.interface import TRUNCATION_MARK, Chat, Completion, OnResult
 
 
 class OpenAITeacher:

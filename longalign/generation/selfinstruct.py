@@ -26,7 +26,7 @@ from longalign.generation.gates import check_answer, check_question, dedupe_ques
 from longalign.generation.parsing import parse_questions
 from longalign.generation.prompts import TASK_TYPES, Prompts, default_prompts
 from longalign.generation.samples import Sample, seeded_rng
-from longalign.generation.teachers import Chat, Completion, Teacher
+from longalign.generation.interface import Chat, Completion, Teacher
 
 log = logging.getLogger("longalign")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")

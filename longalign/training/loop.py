@@ -193,8 +193,7 @@ def run_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
 
 def _step_scalars(result: StepResult, samples: list[tuple[int, float]], world: int,
                   peak_tflops: float | None) -> dict[str, float | None]:
-    from longalign.training.metrics import peak_memory_gb
-    from longalign.training.report import loss_by_length
+    from longalign.training.metrics import loss_by_length, peak_memory_gb
 
     seconds = max(result.seconds, 1e-9)
     tflops = result.flops / seconds / world / 1e12  # per device

@@ -1,4 +1,4 @@
-"""Per-step throughput, MFU estimate, memory, and TensorBoard event files.
+"""Per-step throughput, MFU estimate, memory, loss per sample length, and TensorBoard event files.
 
 FLOPs of one training step (forward + backward = 3x forward), counted on real tokens only:
 
@@ -15,6 +15,7 @@ bf16, none on CPU, where MFU is not reported).
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import sys
 from pathlib import Path
@@ -105,3 +106,18 @@ class TensorBoard:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def length_bucket(n: int) -> str:
+    """Power-of-two bucket of a sample length, e.g. 1500 -> "1025-2048"."""
+    hi = 1 << max(0, math.ceil(math.log2(max(n, 1))))
+    lo = hi // 2 + 1 if hi > 1 else 1
+    return f"{lo}-{hi}"
+
+
+def loss_by_length(samples: list[tuple[int, float]]) -> dict[str, dict[str, float]]:
+    """Mean per-sample loss (as seen during training) per length bucket, short to long."""
+    groups: dict[str, list[float]] = {}
+    for n, loss in sorted(samples):
+        groups.setdefault(length_bucket(n), []).append(loss)
+    return {k: {"samples": len(v), "mean_loss": sum(v) / len(v)} for k, v in groups.items()}

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from longalign.io import markdown_table
 from longalign.results import StageResult
 from longalign.training.loop import StepResult
-from longalign.training.metrics import peak_memory_gb
-
-
-def length_bucket(n: int) -> str:
-    """Power-of-two bucket of a sample length, e.g. 1500 -> "1025-2048"."""
-    hi = 1 << max(0, math.ceil(math.log2(max(n, 1))))
-    lo = hi // 2 + 1 if hi > 1 else 1
-    return f"{lo}-{hi}"
-
-
-def loss_by_length(samples: list[tuple[int, float]]) -> dict[str, dict[str, float]]:
-    """Mean per-sample loss (as seen during training) per length bucket, short to long."""
-    groups: dict[str, list[float]] = {}
-    for n, loss in sorted(samples):
-        groups.setdefault(length_bucket(n), []).append(loss)
-    return {k: {"samples": len(v), "mean_loss": sum(v) / len(v)} for k, v in groups.items()}
+from longalign.training.metrics import loss_by_length, peak_memory_gb
 
 
 def build_stats(results: list[StepResult], samples: list[tuple[int, float]],

@@ -62,7 +62,7 @@ class ScriptedTeacher:
         return " ".join(words[:half]) + " [...] " + " ".join(words[-half:]), True
 
     def complete(self, prompts, max_new_tokens, on_result=None):
-        from longalign.generation.teachers import Completion
+        from longalign.generation.interface import Completion
 
         self.prompts.extend(prompts)
         out = []

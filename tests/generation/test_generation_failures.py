@@ -15,7 +15,7 @@ from fake_openai_server import KEY_ENV, body_key
 from longalign.config import GenerationConfig, TeacherAPIConfig
 from longalign.endpoints import EndpointFailed
 from longalign.generation import generate
-from longalign.generation.teachers import TRUNCATION_MARK
+from longalign.generation.interface import TRUNCATION_MARK
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("teacher_key")

@@ -5,7 +5,8 @@ import pytest
 from longalign.config import GenerationConfig
 from longalign.errors import UserError
 from longalign.generation import generate
-from longalign.generation.teachers import TRUNCATION_MARK, LocalTeacher, middle_truncate_offsets
+from longalign.generation.interface import TRUNCATION_MARK
+from longalign.generation.teachers import LocalTeacher, middle_truncate_offsets
 
 
 @pytest.fixture(scope="module")
