@@ -228,6 +228,27 @@ PipelineOpt = Annotated[str, typer.Option(
     "--pipeline", help="longalign (training in one pod) or longalign-multinode (Kubeflow Trainer job).")]
 
 
+@app.command()
+def launch(
+    run_id: Annotated[str, typer.Option("--run-id", help="The run id the job is named after (a KFP run id).")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print, as YAML, every object the launcher would create; contact no cluster.")] = False,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """The multi-node training job of a run: the multi-node pipeline's launcher_config defaults
+    updated by a `launcher` section (--config FILE, --set launcher.KEY=VALUE), built by the same
+    code as the pipeline's launcher task."""
+    if not dry_run:
+        raise UserError("launch only supports --dry-run; the multi-node pipeline's training task submits the job")
+    from longalign.components.common import IMAGE, IMAGE_CUDA
+    from longalign.pipelines.pipeline import LAUNCHER_DEFAULTS
+    from longalign.training.launcher.run import plan_from_config
+
+    plan = plan_from_config(run_id, preset, _load_file(config), set_ or [], default_image=IMAGE,
+                            default_gpu_image=IMAGE_CUDA, launcher_defaults=LAUNCHER_DEFAULTS)
+    typer.echo(plan.yaml(), nl=False)
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("pipelines/pipeline.yaml"),

@@ -1,13 +1,5 @@
-"""The launcher against a fake Kubernetes API server: a real HTTP server on 127.0.0.1 serving
-the REST endpoints the ``kubernetes`` client calls (custom objects create/get/delete, pods by
-label selector, pod log), with the client pointed at it through ``Configuration(host=...)``.
-
-Paths and bodies follow the Kubernetes API: ``/apis/{group}/{version}/namespaces/{ns}/{plural}``
-for custom objects, ``/api/v1/namespaces/{ns}/pods`` (``labelSelector``) and ``.../pods/{name}/log``
-(``container``, ``follow``); conflicts are 409 and unknown objects 404 with a ``Status`` body.
-Pods carry the labels the operators set (JobSet labels for TrainJob, ``training.kubeflow.org/*``
-for PyTorchJob), so a wrong selector finds no pod and the log tests fail.
-"""
+"""The launcher against the fake Kubernetes API server of kube_fake.py (a real HTTP server on
+127.0.0.1): create, adopt, wait, logs, failure, timeout, SIGTERM, the end-to-end launch."""
 
 import json
 import os
@@ -17,176 +9,13 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-from kubernetes import client
+from kube_fake import COMPLETE, FAILED, NS, RUNNING_PT, SUCCEEDED_PT, make, trainjob_pod
 
-from longalign.config import TrainingConfig
-from longalign.training.launcher import (JobFailed, JobTimeout, KubeJobs, LaunchCancelled, build_manifest,
-                                         job_name, launch_training, parse_launcher_config)
-
-NS = "team-a"
-COMPLETE = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"},
-                           {"type": "Complete", "status": "True", "reason": "JobSetCompleted",
-                            "message": "jobset completed"}]}
-FAILED = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"},
-                         {"type": "Failed", "status": "True", "reason": "JobSetFailed",
-                          "message": "jobset failed: node-0 exited with code 1"}]}
-RUNNING_PT = {"conditions": [{"type": "Running", "status": "True", "reason": "PyTorchJobRunning"}]}
-SUCCEEDED_PT = {"conditions": [{"type": "Running", "status": "False"},
-                               {"type": "Succeeded", "status": "True", "reason": "PyTorchJobSucceeded"}]}
-
-
-class FakeKube:
-    """The API server's state: objects, a status script per object, pods and their logs."""
-
-    def __init__(self):
-        self.objects = {}  # path -> object
-        self.scripts = {}  # name -> list of statuses, one per GET (the last one stays)
-        self.pods = []  # dicts: name, labels, phase, container, log, after (GETs of the job)
-        self.requests = []
-        self.gets = {}
-        self.create_status = None  # force an HTTP error on create
-        self.on_status = {}  # (name, status JSON) -> callback run when the job first shows it
-        self.default_script = None  # for jobs whose name the test cannot know in advance
-        self.when_complete = None  # callback(name) the first time a job shows Complete
-        self.completed = set()
-        self.fail_gets = {}  # name -> HTTP codes answered to the next GETs of the job
-        self.lock = threading.Lock()
-
-    def serve(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, body, ctype="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _status(self, code, reason, message):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                  "reason": reason, "message": message, "code": code})
-
-            def _handle(self, method):
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                with fake.lock:
-                    fake.requests.append((method, url.path, query, body))
-                    fake.route(self, method, url.path, query, body)
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.handle_error = lambda request, address: None  # a cancelled client hung up
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def route(self, h, method, path, query, body):
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["api", "v1"] and parts[2] == "namespaces" and parts[4] == "pods":
-            return self.route_pods(h, parts, query)
-        # /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
-        if parts[0] != "apis" or parts[3] != "namespaces" or len(parts) not in (6, 7):
-            return h._status(404, "NotFound", f"no route {path}")
-        collection = "/".join(parts[:6])
-        if method == "POST" and len(parts) == 6:
-            if self.create_status:
-                return h._status(self.create_status, "Forbidden", "trainjobs is forbidden")
-            name = body["metadata"]["name"]
-            key = f"{collection}/{name}"
-            if key in self.objects:
-                return h._status(409, "AlreadyExists", f"{name} already exists")
-            obj = dict(body, metadata=dict(body["metadata"], uid=f"uid-{name}",
-                                           creationTimestamp="2026-12-01T12:00:00Z"))
-            self.objects[key] = obj
-            self.gets[name] = 0
-            return h._send(201, obj)
-        key = "/".join(parts)
-        if key not in self.objects:
-            return h._status(404, "NotFound", f"{parts[-1]} not found")
-        name = parts[-1]
-        if method == "GET" and self.fail_gets.get(name):
-            return h._status(self.fail_gets[name].pop(0), "InternalError", "etcd leader changed")
-        if method == "DELETE":
-            del self.objects[key]
-            return h._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-        self.gets[name] = self.gets.get(name, 0) + 1
-        script = self.scripts.get(name, self.default_script)
-        obj = dict(self.objects[key])
-        if script:
-            status = script[min(self.gets[name] - 1, len(script) - 1)]
-            if status is not None:
-                obj["status"] = status
-                done = self.on_status.pop((name, json.dumps(status, sort_keys=True)), None)
-                if done:
-                    done()
-                if status is COMPLETE and name not in self.completed and self.when_complete:
-                    self.completed.add(name)
-                    self.when_complete(name)
-        return h._send(200, obj)
-
-    def visible_pods(self):
-        started = {n for n, c in self.gets.items() if c}
-        return [p for p in self.pods if p["job"] in started and self.gets[p["job"]] >= p.get("after", 1)]
-
-    def route_pods(self, h, parts, query):
-        if len(parts) == 5:
-            want = dict(kv.split("=", 1) for kv in query.get("labelSelector", "").split(",") if kv)
-            items = [{"metadata": {"name": p["name"], "namespace": parts[3], "labels": p["labels"],
-                                   "creationTimestamp": "2026-12-01T12:00:01Z"},
-                      "status": {"phase": p["phase"]}}
-                     for p in self.visible_pods() if all(p["labels"].get(k) == v for k, v in want.items())]
-            return h._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
-        if len(parts) == 7 and parts[6] == "log":
-            pod = next((p for p in self.pods if p["name"] == parts[5]), None)
-            if pod is None:
-                return h._status(404, "NotFound", "pod not found")
-            if query.get("container") != pod["container"]:
-                return h._status(400, "BadRequest", f"container {query.get('container')} is not valid")
-            return h._send(200, pod["log"].encode(), "text/plain")
-        return h._status(404, "NotFound", "no route")
-
-
-@pytest.fixture
-def kube():
-    fake = FakeKube()
-    host = fake.serve()
-    yield fake, client.ApiClient(client.Configuration(host=host))
-    fake.server.shutdown()
-
-
-def make(kind="trainjob", **extra):
-    cfg = parse_launcher_config({"kind": kind, "namespace": NS, "poll_seconds": 0.05,
-                                 "timeout_seconds": 30, **extra})
-    name = job_name("run-7", cfg.name_prefix)
-    m = build_manifest(cfg, name=name, namespace=NS, run_id="run-7", image="img:1",
-                       training=TrainingConfig().model_dump(mode="json"), base_model="embedded:tiny")
-    return cfg, name, m
-
-
-def trainjob_pod(name, job, index=0, phase="Running", log="", rjob="node"):
-    return {"job": job, "name": name, "phase": phase, "container": "node", "log": log,
-            "labels": {"jobset.sigs.k8s.io/jobset-name": job, "jobset.sigs.k8s.io/replicatedjob-name": rjob,
-                       "batch.kubernetes.io/job-completion-index": str(index)}}
-
+from longalign.training.launcher import (JobFailed, JobTimeout, KubeJobs, LaunchCancelled, job_name,
+                                         launch_training, parse_launcher_config)
 
 def test_succeeded_trainjob_is_created_on_the_real_path_and_its_logs_streamed(kube):
     fake, api = kube
@@ -207,7 +36,11 @@ def test_succeeded_trainjob_is_created_on_the_real_path_and_its_logs_streamed(ku
     assert not any("rank 1 noise" in line for line in lines)
     logs = [r for r in fake.requests if r[1].endswith("/log")]
     assert logs and logs[0][2]["container"] == "node"
-    assert not any(r[0] == "DELETE" for r in fake.requests)
+    # cleanup: the succeeded job is deleted once, after its log was read
+    deletes = [i for i, r in enumerate(fake.requests) if r[0] == "DELETE"]
+    assert len(deletes) == 1 and fake.requests[deletes[0]][1].endswith(f"/trainjobs/{name}")
+    assert deletes[0] > max(i for i, r in enumerate(fake.requests) if r[1].endswith("/log"))
+    assert any("succeeded; deleting it" in line for line in lines)
 
 
 def test_failed_trainjob_raises_with_the_failure_reason_and_shows_the_pod_log(kube):
@@ -238,6 +71,7 @@ def test_timeout_raises_and_deletes_the_abandoned_job(kube):
     fake, api = kube
     cfg, name, m = make(timeout_seconds=1, poll_seconds=0.1)
     fake.scripts[name] = [{"conditions": [{"type": "Created", "status": "True"}]}]
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-abcde", name))  # started, never finishes
     started = time.monotonic()
     with pytest.raises(JobTimeout, match=f"{name} did not finish within 1 s"):
         KubeJobs(cfg, api, NS, lambda s: None).run(m)
@@ -266,7 +100,7 @@ def test_pytorchjob_fallback_on_its_own_api_path_and_labels(kube):
 
 def test_existing_job_of_the_same_run_is_adopted_and_a_failed_one_replaced(kube):
     fake, api = kube
-    cfg, name, m = make()
+    cfg, name, m = make(delete_on_success=False)
     path = f"apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs/{name}"
     fake.objects[path] = m
     fake.scripts[name] = [COMPLETE]

@@ -28,9 +28,9 @@ def test_component_compiles_with_its_artifacts(tmp_path):
                        "summary": "system.Markdown", "metrics": "system.Metrics"}
     assert comp["inputDefinitions"]["artifacts"]["packed"]["artifactType"]["schemaTitle"] == "system.Dataset"
     params = comp["inputDefinitions"]["parameters"]
-    assert set(params) == {"config", "launcher_config", "base_model", "run_id", "pvc_name", "gpu_type",
-                           "gpu_count", "gpu_node_selector", "gpu_tolerations"}
-    assert all(params[p].get("isOptional") for p in ("pvc_name", "gpu_type", "gpu_count"))
+    # GPUs and placement come from launcher_config only: no second source that could override it
+    assert set(params) == {"config", "launcher_config", "base_model", "run_id", "pvc_name"}
+    assert params["pvc_name"].get("isOptional")
     assert "pip install" not in text  # the image carries kfp and longalign
 
 
@@ -40,11 +40,11 @@ def test_launcher_wires_into_a_pipeline_with_pvc_no_cache_and_run_id(tmp_path):
         open(packed.path, "w").write("x")
 
     @dsl.pipeline(name="launcher-wiring")
-    def wiring(launcher_config: dict = {}, pvc: str = "longalign-data", gpu_count: int = 8):
+    def wiring(launcher_config: dict = {}, pvc: str = "longalign-data"):
         packed = make_packed()
         task = training_launcher(config={}, launcher_config=launcher_config, base_model="embedded:tiny",
                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed.outputs["packed"],
-                                 pvc_name=pvc, gpu_count=gpu_count)
+                                 pvc_name=pvc)
         task.set_caching_options(False)
         kubernetes.mount_pvc(task, pvc_name=pvc, mount_path="/mnt/longalign")
 
@@ -66,7 +66,7 @@ def test_component_runs_through_kfp_local_against_a_fake_cluster(tmp_path, monke
     import json
 
     from kfp import local
-    from test_training_launcher_api import COMPLETE, FakeKube
+    from kube_fake import COMPLETE, FakeKube
 
     fake = FakeKube()
     host = fake.serve()

@@ -232,14 +232,14 @@ def test_rank_env_maps_open_mpi_ranks_for_torch_distributed(tmp_path):
     assert out.returncode != 0 and "OMPI_COMM_WORLD_RANK" in out.stderr
 
 
-def test_pipeline_parameters_override_the_launcher_config_when_given():
+def test_pipeline_parameters_fill_the_launcher_config_but_never_contradict_it():
     base = {"gpus_per_node": 8, "pvc": "from-config", "node_selector": {"pool": "a100"}}
-    cfg = parse_launcher_config(base, {"pvc": "", "gpus_per_node": -1, "node_selector": {},
-                                       "tolerations": [], "gpu_resource": ""})
+    cfg = parse_launcher_config(base, {"pvc": ""})  # "" is "not given"
     assert (cfg.pvc, cfg.gpus_per_node, cfg.node_selector) == ("from-config", 8, {"pool": "a100"})
-    cfg = parse_launcher_config(base, {"pvc": "other", "gpus_per_node": 0, "gpu_resource": "amd.com/gpu",
-                                       "node_selector": {"pool": "mi300"}})
-    assert (cfg.pvc, cfg.gpus_per_node, cfg.node_selector) == ("other", 0, {"pool": "mi300"})
+    assert parse_launcher_config(base, {"pvc": "from-config"}).pvc == "from-config"
+    assert parse_launcher_config({"gpus_per_node": 8}, {"pvc": "other"}).pvc == "other"
+    with pytest.raises(UserError, match="launcher.pvc='from-config' contradicts the pipeline parameter"):
+        parse_launcher_config(base, {"pvc": "other"})
     _, m = manifest(gpus_per_node=4, gpu_resource="amd.com/gpu")
     assert m["spec"]["trainer"]["resourcesPerNode"] == {"limits": {"amd.com/gpu": "4"}}
     with pytest.raises(UserError, match="extended resource"):

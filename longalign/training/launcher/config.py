@@ -55,6 +55,15 @@ class LauncherConfig(BaseModel):
     stream_logs: bool = True
     delete_on_cancel: bool = True  # delete the job when the launcher gets SIGTERM
     delete_on_failure: bool = False  # keep failed jobs for inspection by default
+    start_timeout_seconds: int = Field(
+        900, ge=1, description="fail (and delete the job) when none of its pods runs within this "
+        "time; the message is the last Warning event (e.g. FailedScheduling)")
+    delete_on_success: bool = Field(
+        True, description="delete a succeeded job once its rank-0 log is saved on the volume "
+        "(runs/<job>/launcher.log)")
+    owned_by_launcher_pod: bool = Field(
+        True, description="make the launcher pod (LONGALIGN_POD_NAME/UID from the downward API) "
+        "the job's owner, so deleting the pod (a run cancel) garbage-collects the job")
 
     @field_validator("mount_path")
     @classmethod
@@ -134,10 +143,17 @@ _UNSET = ("", -1, None, {}, [])
 def parse_launcher_config(data: dict[str, Any] | None,
                           overrides: dict[str, Any] | None = None) -> LauncherConfig:
     """Validate a launcher config mapping, with ``overrides`` (field: value) applied where their
-    value is given (not "", -1, None, {} or []); a bad value raises a one-line UserError."""
+    value is given (not "", -1, None, {} or []); a bad value, or an override that contradicts a
+    value set in ``data``, raises a one-line UserError."""
     merged = dict(data or {})
-    merged.update({k: v for k, v in (overrides or {}).items()
-                   if not any(v == u and type(v) is type(u) for u in _UNSET)})
+    given = {k: v for k, v in (overrides or {}).items()
+             if not any(v == u and type(v) is type(u) for u in _UNSET)}
+    clash = sorted(k for k, v in given.items() if k in merged and merged[k] != v)
+    if clash:
+        raise UserError("invalid config: " + "; ".join(
+            f"launcher.{k}={merged[k]!r} contradicts the pipeline parameter ({given[k]!r}); "
+            "set it in one place" for k in clash))
+    merged.update(given)
     try:
         return LauncherConfig.model_validate(merged)
     except ValidationError as exc:

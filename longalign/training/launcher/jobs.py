@@ -15,6 +15,7 @@ from typing import Any, Callable
 from longalign.training.launcher.config import LauncherConfig
 from longalign.training.launcher.logs import LogFollower, Sink, _short
 from longalign.training.launcher.manifests import KINDS, RUN_ID_ANNOTATION, main_pod_selector
+from longalign.training.launcher.watch import JOBSET, Observation, observe, pod_selector
 
 
 class JobFailed(RuntimeError):
@@ -23,6 +24,11 @@ class JobFailed(RuntimeError):
 
 class JobTimeout(TimeoutError):
     """The training job did not finish within the launcher's timeout."""
+
+
+class JobStartFailed(JobFailed):
+    """The training job cannot start: its resources were refused, its image cannot be pulled,
+    or none of its pods ran within ``start_timeout_seconds``."""
 
 
 class KubeApiError(RuntimeError):
@@ -85,10 +91,12 @@ class KubeJobs:
     """One kind of training job in one namespace."""
 
     def __init__(self, config: LauncherConfig, api_client: Any, namespace: str,
-                 sink: Sink = print):
+                 sink: Sink = print, owner: dict[str, str] | None = None):
         from kubernetes import client
 
         self.config, self.namespace, self.sink = config, namespace, sink
+        self.owner = owner  # the launcher pod (name, uid) when it owns the job
+        self._jobset_readable = config.kind == "trainjob"
         self.kind = KINDS[config.kind]
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -168,6 +176,7 @@ class KubeJobs:
                                f"to another run ({theirs!r}); not touching it")
         if job_status(self.config.kind, existing).state != "failed":
             self.sink(f"[launcher] adopting existing {self.kind.kind} {self.namespace}/{name}")
+            self._take_ownership(name, existing, manifest)
             return "adopted"
         self.sink(f"[launcher] replacing failed {self.kind.kind} {self.namespace}/{name}")
         self.delete(name, wait_gone=300.0)
@@ -178,14 +187,72 @@ class KubeJobs:
             raise self._explain(exc, "create", name) from None
         return "replaced"
 
+    def _take_ownership(self, name: str, existing: dict[str, Any], manifest: dict[str, Any]) -> None:
+        """A retried launcher pod adopts the job of its run: it becomes the job's owner, so that
+        garbage collection of the previous (finished) launcher pod does not delete the job."""
+        ours = manifest["metadata"].get("ownerReferences")
+        if not ours or existing["metadata"].get("ownerReferences") == ours:
+            return
+        try:
+            # the client sends custom-object patches as JSON merge patches
+            self.custom.patch_namespaced_custom_object(
+                *self._where(), name, {"metadata": {"ownerReferences": ours}}, _request_timeout=30)
+        except Exception as exc:
+            raise self._explain(exc, "patch", name) from None
+
+    def observe(self, name: str) -> Observation:
+        """Phase and start problems from the JobSet, the pods and the Warning events."""
+        from kubernetes.client.exceptions import ApiException
+
+        jobset = None
+        if self._jobset_readable:
+            try:
+                jobset = self.custom.get_namespaced_custom_object(
+                    JOBSET[0], JOBSET[1], self.namespace, JOBSET[2], name, _request_timeout=30)
+            except ApiException as exc:
+                if exc.status == 403:
+                    self._jobset_readable = False
+                    self.sink("[launcher] may not read jobsets.jobset.x-k8s.io (see the Role "
+                              "in k8s/base); phases come from pods only")
+                elif exc.status != 404:
+                    raise
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=pod_selector(self.config.kind, name),
+            _request_timeout=30).items
+        mine = {name} | {p.metadata.name for p in pods}
+        events = [e for e in self.core.list_namespaced_event(
+            self.namespace, field_selector="type=Warning", _request_timeout=30).items
+            if e.involved_object is not None and e.involved_object.name in mine]
+        return observe(self.config.kind, name, jobset, pods, events)
+
+    def launcher_gone(self) -> str:
+        """Why the launcher pod that owns the job is going away ("" while it is not): a run
+        cancel deletes it, and a signal may never reach this process through ``sh -ec``."""
+        from kubernetes.client.exceptions import ApiException
+
+        if not self.owner:
+            return ""
+        try:
+            pod = self.core.read_namespaced_pod(self.owner["name"], self.namespace,
+                                                _request_timeout=30)
+        except ApiException as exc:
+            return "launcher pod deleted" if exc.status == 404 else ""
+        if pod.metadata.deletion_timestamp is not None:
+            return "launcher pod is being deleted"
+        return ""
+
     def wait(self, name: str, *, clock: Callable[[], float] = time.monotonic) -> JobStatus:
         """Poll until the job succeeds (returned), fails (JobFailed) or times out (JobTimeout),
         streaming the rank-0 pod's log meanwhile."""
         selector, container = main_pod_selector(self.config, name)
         follower = (LogFollower(self.core, self.namespace, selector, container, self.sink)
                     if self.config.stream_logs else None)
-        deadline = clock() + self.config.timeout_seconds
+        now = clock()
+        deadline = now + self.config.timeout_seconds
+        start_deadline = now + min(self.config.start_timeout_seconds, self.config.timeout_seconds)
         last = None
+        seen = ""
+        started = False
         errors = 0
         while True:
             try:
@@ -209,6 +276,11 @@ class KubeJobs:
                 self.sink(f"[launcher] {self.kind.kind} {name}: {status.state}"
                           + (f" ({status.reason})" if status.reason else ""))
                 last = status
+            gone = self.launcher_gone()
+            if gone:
+                raise LaunchCancelled(gone)
+            if not status.terminal:
+                seen, started = self._check_start(name, seen, started, clock() >= start_deadline)
             if follower is not None and status.terminal:
                 follower.finish()
             elif follower is not None:
@@ -225,6 +297,26 @@ class KubeJobs:
                                  f"{status.state})")
             time.sleep(self.config.poll_seconds)
 
+    def _check_start(self, name: str, seen: str, started: bool, late: bool) -> tuple[str, bool]:
+        """Log the phase when it changes; raise JobStartFailed when the job cannot start."""
+        try:
+            obs = self.observe(name)
+        except Exception as exc:  # phases are best effort: the job's status decides
+            self.sink(f"[launcher] cannot observe {name} ({_short(exc)})")
+            return seen, started
+        if obs.line() != seen:
+            self.sink(f"[launcher] {name}: {obs.line()}")
+        started = started or obs.started
+        if obs.fatal and not obs.started:
+            raise JobStartFailed(f"{self.kind.kind} {self.namespace}/{name} cannot start: "
+                                 f"{obs.fatal}")
+        if late and not started:
+            why = obs.waiting or f"no pod ran ({obs.line()})"
+            limit = min(self.config.start_timeout_seconds, self.config.timeout_seconds)
+            raise JobStartFailed(f"{self.kind.kind} {self.namespace}/{name} did not start "
+                                 f"within {limit} s: {why}")
+        return obs.line(), started
+
     def run(self, manifest: dict[str, Any]) -> JobStatus:
         """Create (or adopt), wait, and clean up: on SIGTERM or timeout the job is deleted when
         ``delete_on_cancel`` is set, on failure when ``delete_on_failure`` is set."""
@@ -237,8 +329,13 @@ class KubeJobs:
             previous = signal.signal(signal.SIGTERM, _cancel)
         try:
             self.create(manifest)
-            return self.wait(name)
-        except (LaunchCancelled, KeyboardInterrupt, JobTimeout):
+            status = self.wait(name)
+            if self.config.delete_on_success:
+                self.sink(f"[launcher] {self.kind.kind} {name} succeeded; deleting it (its "
+                          "rank-0 log is above and in the run's launcher.log)")
+                self.delete(name)
+            return status
+        except (LaunchCancelled, KeyboardInterrupt, JobTimeout, JobStartFailed):
             if installed:  # a second SIGTERM must not interrupt the cleanup
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if self.config.delete_on_cancel:

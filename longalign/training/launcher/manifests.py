@@ -147,13 +147,20 @@ def volumes(config: LauncherConfig) -> tuple[list[dict[str, Any]], list[dict[str
     return vols, mounts
 
 
-def _metadata(name: str, namespace: str, run_id: str) -> dict[str, Any]:
-    return {
+def _metadata(name: str, namespace: str, run_id: str,
+              owner: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
         "name": name, "namespace": namespace,
         "labels": {"app.kubernetes.io/part-of": "longalign",
                    "app.kubernetes.io/component": "training"},
         "annotations": {RUN_ID_ANNOTATION: run_id},
     }
+    if owner:
+        # Not a controller reference and no blockOwnerDeletion (which would need update rights
+        # on pods/finalizers): deleting the launcher pod lets the garbage collector delete the job.
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": owner["name"],
+                                    "uid": owner["uid"]}]
+    return meta
 
 
 def _scheduling(config: LauncherConfig) -> dict[str, Any]:
@@ -168,7 +175,8 @@ def _scheduling(config: LauncherConfig) -> dict[str, Any]:
 
 
 def build_trainjob(config: LauncherConfig, *, name: str, namespace: str, run_id: str,
-                   image: str, command: list[str]) -> dict[str, Any]:
+                   image: str, command: list[str],
+                   owner: dict[str, str] | None = None) -> dict[str, Any]:
     """A ``trainer.kubeflow.org/v1alpha1`` TrainJob on a (Cluster)TrainingRuntime.
 
     Image, command, node count, processes and resources per node and env go in ``spec.trainer``;
@@ -194,7 +202,7 @@ def build_trainjob(config: LauncherConfig, *, name: str, namespace: str, run_id:
     return {
         "apiVersion": KINDS["trainjob"].api_version,
         "kind": "TrainJob",
-        "metadata": _metadata(name, namespace, run_id),
+        "metadata": _metadata(name, namespace, run_id, owner),
         "spec": {
             "runtimeRef": {"name": config.runtime, "apiGroup": TRAINER_GROUP,
                            "kind": config.runtime_kind},
@@ -206,7 +214,8 @@ def build_trainjob(config: LauncherConfig, *, name: str, namespace: str, run_id:
 
 
 def build_pytorchjob(config: LauncherConfig, *, name: str, namespace: str, run_id: str,
-                     image: str, command: list[str]) -> dict[str, Any]:
+                     image: str, command: list[str],
+                     owner: dict[str, str] | None = None) -> dict[str, Any]:
     """A ``kubeflow.org/v1`` PyTorchJob: one Master and ``num_nodes - 1`` Workers.
 
     Pods never restart in place and the job has no retries (``backoffLimit: 0``): a failure
@@ -225,7 +234,7 @@ def build_pytorchjob(config: LauncherConfig, *, name: str, namespace: str, run_i
     return {
         "apiVersion": KINDS["pytorchjob"].api_version,
         "kind": "PyTorchJob",
-        "metadata": _metadata(name, namespace, run_id),
+        "metadata": _metadata(name, namespace, run_id, owner),
         "spec": {
             "nprocPerNode": str(config.procs),
             "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 0,
@@ -236,12 +245,14 @@ def build_pytorchjob(config: LauncherConfig, *, name: str, namespace: str, run_i
 
 
 def build_manifest(config: LauncherConfig, *, name: str, namespace: str, run_id: str,
-                   image: str, training: dict[str, Any], base_model: str) -> dict[str, Any]:
-    """The job for ``config.kind`` training ``base_model`` with the ``training`` section."""
+                   image: str, training: dict[str, Any], base_model: str,
+                   owner: dict[str, str] | None = None) -> dict[str, Any]:
+    """The job for ``config.kind`` training ``base_model`` with the ``training`` section;
+    ``owner`` (the launcher pod's name and uid) becomes its owner reference."""
     command = train_command(config, train_args(training, base_model, run_paths(config, name)))
     build = build_trainjob if config.kind == "trainjob" else build_pytorchjob
     return build(config, name=name, namespace=namespace, run_id=run_id, image=image,
-                 command=command)
+                 command=command, owner=owner)
 
 
 def main_pod_selector(config: LauncherConfig, name: str) -> tuple[str, str]:

@@ -1,0 +1,177 @@
+"""Jobs that never start, start failures, the real phase, cancel by deleting the launcher pod, and
+success with cleanup, against the fake API server (kube_fake.py). The JobSet the fake serves is
+checked against the upstream JobSet CRD, so the phase code reads the shape JobSet really writes."""
+
+import json
+import threading
+import time
+
+import pytest
+from k8s_conformance import TRAINER_VERSIONS, schema_errors
+from kube_fake import COMPLETE, NS, make, trainjob_pod
+
+from longalign.training.launcher import KubeJobs, LaunchCancelled, job_name, launch_training
+from longalign.training.launcher.jobs import JobStartFailed
+
+CREATED = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"}]}
+UNSCHEDULABLE = ("0/12 nodes are available: 4 Insufficient nvidia.com/gpu, 8 node(s) didn't match "
+                 "Pod's node affinity/selector. preemption: 0/12 nodes are available.")
+
+
+def jobset(name, active=0, ready=0):
+    """A JobSet as jobset v0.12.0 writes it (status.replicatedJobsStatus)."""
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicatedJobs": [{"name": "node", "replicas": 1, "template": {"spec": {
+                "template": {"spec": {"containers": [{"name": "node", "image": "img:1"}]}}}}}]},
+            "status": {"replicatedJobsStatus": [{"name": "node", "ready": ready, "succeeded": 0,
+                                                 "failed": 0, "active": active, "suspended": 0}],
+                       "terminalState": ""}}
+
+
+def warning(reason, message, kind, name, when="2026-12-01T12:00:05Z"):
+    return {"type": "Warning", "reason": reason, "message": message, "lastTimestamp": when,
+            "involvedObject": {"kind": kind, "name": name, "namespace": NS}}
+
+
+def deletes(fake):
+    return [r for r in fake.requests if r[0] == "DELETE"]
+
+
+def test_a_job_that_never_gets_pods_fails_at_the_start_deadline_with_the_warning(kube):
+    fake, api = kube
+    cfg, name, m = make(start_timeout_seconds=1, poll_seconds=0.1, timeout_seconds=60)
+    fake.scripts[name] = [CREATED]
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-q7x2k", name, phase="Pending"))
+    fake.events.append(warning("FailedScheduling", UNSCHEDULABLE, "Pod", f"{name}-node-0-0-q7x2k"))
+    fake.events.append(warning("FailedScheduling", "not ours", "Pod", "someone-else-0"))
+    lines = []
+    started = time.monotonic()
+    with pytest.raises(JobStartFailed, match="did not start within 1 s: .*FailedScheduling: 0/12 nodes are "
+                       r"available: 4 Insufficient nvidia.com/gpu"):
+        KubeJobs(cfg, api, NS, lines.append).run(m)
+    assert time.monotonic() - started < 20
+    assert any(line.endswith(f"{name}: pods pending (0/1 pods running)") for line in lines)
+    assert len(deletes(fake)) == 1  # nothing stays queued for GPUs after the task failed
+
+
+def test_refused_resources_fail_at_once_with_the_trainer_event(kube):
+    fake, api = kube
+    cfg, name, m = make(start_timeout_seconds=600, timeout_seconds=900)
+    fake.scripts[name] = [None]
+    message = ("admission webhook \"vjobset.kb.io\" denied the request: spec.replicatedJobs[0]: "
+               "Invalid value: ...: must be no more than 63 characters")
+    fake.events.append(warning("TrainJobResourcesCreationFailed", message, "TrainJob", name))
+    started = time.monotonic()
+    with pytest.raises(JobStartFailed, match="cannot start: .*TrainJobResourcesCreationFailed: admission "
+                       "webhook \"vjobset.kb.io\" denied the request"):
+        KubeJobs(cfg, api, NS, lambda s: None).run(m)
+    assert time.monotonic() - started < 20  # not the start deadline of 10 minutes
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_an_image_pull_failure_fails_with_the_kubelet_message(kube, reason):
+    fake, api = kube
+    cfg, name, m = make(start_timeout_seconds=600, timeout_seconds=900)
+    fake.scripts[name] = [CREATED]
+    pull = 'Back-off pulling image "registry.example/longalign-cuda:0.1.0-0123456789ab"'
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-a1b2c", name, phase="Pending") | {"waiting": (reason, pull)})
+    fake.pods.append(trainjob_pod(f"{name}-node-0-1-d3e4f", name, index=1, phase="Pending"))
+    with pytest.raises(JobStartFailed, match=f"pod {name}-node-0-0-a1b2c: {reason}: Back-off pulling image"):
+        KubeJobs(cfg, api, NS, lambda s: None).run(m)
+    assert len(deletes(fake)) == 1
+
+
+def test_the_real_phase_is_logged_from_the_jobset_and_pods(kube):
+    fake, api = kube
+    cfg, name, m = make(delete_on_success=False)
+    fake.scripts[name] = [CREATED] * 6 + [COMPLETE]
+    js = jobset(name, active=1)
+    for version in TRAINER_VERSIONS:  # the fake's JobSet is what JobSet v0.12.0 accepts
+        assert schema_errors(js, version) == []
+    fake.objects[f"apis/jobset.x-k8s.io/v1alpha2/namespaces/{NS}/jobsets/{name}"] = js
+    fake.pods += [trainjob_pod(f"{name}-node-0-0-aaaaa", name, phase="Pending") | {"after": 2},
+                  trainjob_pod(f"{name}-node-0-1-bbbbb", name, index=1, phase="Running") | {"after": 4}]
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    phases = [line.split(f"{name}: ", 1)[1] for line in lines if line.startswith(f"[launcher] {name}: ")]
+    assert phases[0] == "jobset created (no pods yet)"
+    assert "pods pending (0/1 pods running)" in phases and "running (1/2 pods running)" in phases
+    assert phases.index("pods pending (0/1 pods running)") < phases.index("running (1/2 pods running)")
+
+
+def test_deleting_the_launcher_pod_cancels_and_deletes_the_job(kube):
+    """A run cancel deletes the launcher pod; no signal need reach Python through `sh -ec`. The job
+    names the pod as its owner (garbage collection deletes it even if the launcher is gone), and a
+    launcher that sees its pod going away deletes the job itself."""
+    fake, api = kube
+    cfg, name, m = make(poll_seconds=0.05, timeout_seconds=120)
+    owner = {"name": "longalign-multinode-x7k2p-launcher", "uid": "5c2d8f3e-0000-4000-8000-000000000001"}
+    fake.own_pods[owner["name"]] = {"metadata": {"name": owner["name"], "namespace": NS, "uid": owner["uid"]},
+                                    "status": {"phase": "Running"}}
+    fake.scripts[name] = [CREATED]
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-aaaaa", name))
+
+    def cancel_run():
+        deadline = time.monotonic() + 30
+        while fake.gets.get(name, 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fake.own_pods[owner["name"]]["metadata"]["deletionTimestamp"] = "2026-12-01T12:10:00Z"
+
+    threading.Thread(target=cancel_run, daemon=True).start()
+    with pytest.raises(LaunchCancelled, match="launcher pod is being deleted"):
+        KubeJobs(cfg, api, NS, lambda s: None, owner=owner).run(m)
+    assert len(deletes(fake)) == 1 and deletes(fake)[0][1].endswith(f"/trainjobs/{name}")
+
+
+def test_the_job_is_owned_by_the_launcher_pod_and_a_retry_takes_it_over(kube, tmp_path):
+    fake, api = kube
+    env = {"LONGALIGN_POD_NAME": "run-abc-launcher-2", "LONGALIGN_POD_UID": "uid-2",
+           "LONGALIGN_POD_NAMESPACE": NS}
+    (tmp_path / "packed").mkdir()
+    name = job_name("run-11")
+    # the first attempt's pod created the job and was then retried by KFP
+    path = f"apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs/{name}"
+    fake.objects[path] = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {
+        "name": name, "namespace": NS, "annotations": {"longalign.io/run-id": "run-11"},
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "run-abc-launcher-1", "uid": "uid-1"}]}}
+    fake.scripts[name] = [CREATED, COMPLETE]
+    fake.own_pods["run-abc-launcher-2"] = {"metadata": {"name": "run-abc-launcher-2", "uid": "uid-2"}}
+    with pytest.raises(RuntimeError, match="wrote no"):  # no checkpoint in this test: ownership only
+        launch_training({}, {"poll_seconds": 0.05, "delete_on_success": False}, "embedded:tiny",
+                        tmp_path / "packed", "run-11", tmp_path / "model", tmp_path / "m.yaml",
+                        default_image="img", api_client=api, volume_root=tmp_path / "vol",
+                        sink=lambda s: None, environ=env)
+    (patch,) = [r for r in fake.requests if r[0] == "PATCH"]
+    assert patch[3] == {"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "Pod", "name": "run-abc-launcher-2", "uid": "uid-2"}]}}
+    assert fake.objects[path]["metadata"]["ownerReferences"][0]["uid"] == "uid-2"
+
+
+def test_success_keeps_the_rank0_log_on_the_volume_then_deletes_the_job(kube, tmp_path):
+    fake, api = kube
+    (tmp_path / "packed").mkdir()
+    volume = tmp_path / "volume"
+    name = job_name("run-12")
+    root = volume / "runs" / name
+
+    def checkpoint():
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "stats.json").write_text(json.dumps({"metrics": {"final_loss": 1.0}}))
+
+    fake.scripts[name] = [None, CREATED, CREATED, CREATED, COMPLETE]
+    fake.on_status[(name, json.dumps(COMPLETE, sort_keys=True))] = checkpoint
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-aaaaa", name, phase="Succeeded",
+                                  log="step 1 loss 2.0\nstep 2 loss 1.0\n"))
+    env = {"LONGALIGN_POD_NAME": "launcher-pod", "LONGALIGN_POD_UID": "uid-9", "LONGALIGN_POD_NAMESPACE": NS}
+    fake.own_pods["launcher-pod"] = {"metadata": {"name": "launcher-pod", "uid": "uid-9"}}
+    launch_training({}, {"poll_seconds": 0.05}, "embedded:tiny", tmp_path / "packed", "run-12",
+                    tmp_path / "model", tmp_path / "m.yaml", default_image="img", api_client=api,
+                    volume_root=volume, sink=lambda s: None, environ=env)
+    post = next(r for r in fake.requests if r[0] == "POST")
+    assert post[3]["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "launcher-pod", "uid": "uid-9"}]
+    log = (root / "launcher.log").read_text()
+    assert f"[{name}-node-0-0-aaaaa] step 2 loss 1.0" in log
+    assert len(deletes(fake)) == 1 and not fake.objects  # cleaned up after the log was kept
+    assert "deleting it" in log
