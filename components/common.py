@@ -8,15 +8,21 @@ Their bodies import from the installed ``longalign`` package (KFP serialises onl
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
-from longalign import __version__
+
+from longalign.codeid import image_tag
 from longalign.results import StageResult
 
-# The image tag is the package version, so KFP's cache key changes whenever the code does.
-# IMAGE (docker/Dockerfile) runs the data stages; IMAGE_CUDA (docker/Dockerfile.cuda) runs training.
-IMAGE = f"ghcr.io/longalign/longalign:{__version__}"
-IMAGE_CUDA = f"ghcr.io/longalign/longalign-cuda:{__version__}"
+# The image tag is the package version plus a digest of the sources (longalign/codeid.py), so
+# KFP's cache key changes whenever the code does and nodes pull the new image. IMAGE
+# (docker/Dockerfile) runs the data stages; IMAGE_CUDA (docker/Dockerfile.cuda) runs training.
+# LONGALIGN_IMAGE_REPOSITORY (at compile time; the launcher task gets it too) names the registry.
+REPOSITORY_ENV = "LONGALIGN_IMAGE_REPOSITORY"
+REPOSITORY = os.environ.get(REPOSITORY_ENV, "ghcr.io/longalign").rstrip("/")
+IMAGE = f"{REPOSITORY}/longalign:{image_tag()}"
+IMAGE_CUDA = f"{REPOSITORY}/longalign-cuda:{image_tag()}"
 
 
 def publish(result: StageResult, metrics=None, markdown=None, html=None) -> None:

@@ -5,9 +5,11 @@ This module sits at the top of the import chain (library <- components <- pipeli
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -58,32 +60,57 @@ def compile_pipeline(output: str | os.PathLike = DEFAULT_PIPELINE_YAML, *,
                      pipeline: str = "longalign") -> Path:
     """Compile a pipeline (``longalign`` or ``longalign-multinode``) to KFP IR YAML (what the KFP
     UI uploads)."""
+    return _compile(_pipeline(pipeline), Path(output))
+
+
+def _compile(function: Any, output: Path) -> Path:
+    """Compile to ``output`` atomically, headed by a comment naming the code compiled (version and
+    source digest, longalign/codeid.py); the same code always gives the same bytes."""
     from kfp import compiler
 
-    function = _pipeline(pipeline)
-    output = Path(output)
+    from longalign.codeid import code_digest, image_tag
+
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.yaml")
     compiler.Compiler().compile(function, str(tmp))
+    header = (f"# Compiled by longalign {image_tag()} from sources with code digest "
+              f"{code_digest()} (longalign/codeid.py).\n")
+    tmp.write_text(header + _stable_comments(tmp.read_text()))
     os.replace(tmp, output)
     return output
+
+
+_DEFAULT_COMMENT = re.compile(r"^(#\s+\S+: \w+ \[Default: )(.*)(\])$")
+
+
+def _stable_comments(text: str) -> str:
+    """KFP's comment header lists dict defaults in protobuf map order, which changes from one
+    process to the next; print them with sorted keys so two compiles give identical bytes."""
+    def ordered(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ordered(value[k]) for k in sorted(value)}
+        return [ordered(v) for v in value] if isinstance(value, list) else value
+
+    lines = []
+    for line in text.split("\n"):
+        match = _DEFAULT_COMMENT.match(line)
+        if match and match.group(2)[:1] in "{[":
+            try:
+                line = f"{match.group(1)}{ordered(ast.literal_eval(match.group(2)))!r}{match.group(3)}"
+            except (ValueError, SyntaxError):
+                pass
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def compile_components(directory: str | os.PathLike = "components") -> list[Path]:
     """Compile every component to ``DIR/<folder>/<file>`` (``<stage>/component.yaml`` for the stages,
     ``training/launcher.yaml`` for the multi-node launcher), for reuse in other pipelines."""
-    from kfp import compiler
-
     from longalign.components.registry import COMPONENTS
 
     written = []
     for folder, filename, component in COMPONENTS.values():
-        output = Path(directory) / folder / filename
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.stem}.tmp.yaml")
-        compiler.Compiler().compile(component, str(tmp))
-        os.replace(tmp, output)
-        written.append(output)
+        written.append(_compile(component, Path(directory) / folder / filename))
     return written
 
 
@@ -296,6 +323,7 @@ def export_components(directory: str | os.PathLike) -> list[Path]:
     import yaml
 
     from longalign import __version__
+    from longalign.codeid import code_digest
     from longalign.components.registry import COMPONENTS
 
     directory = Path(directory)
@@ -314,6 +342,7 @@ def export_components(directory: str | os.PathLike) -> list[Path]:
                 "description": (component.description or "").split("\n\n")[0].strip(),
                 "config_section": folder,
                 "longalign_version": __version__,
+                "code_digest": code_digest(),
                 "kfp_version": kfp.__version__,
                 "image": executor["container"]["image"],
                 "inputs": _interface(definition.get("inputDefinitions", {})),
@@ -329,7 +358,8 @@ def export_components(directory: str | os.PathLike) -> list[Path]:
             index.append({"name": name, "component": f"{name}/component.yaml", "image": metadata["image"],
                           "sha256": metadata["component_yaml_sha256"]})
     (directory / "index.json").write_text(json.dumps(
-        {"longalign_version": __version__, "components": index}, indent=2) + "\n")
+        {"longalign_version": __version__, "code_digest": code_digest(), "components": index},
+        indent=2) + "\n")
     return written + [directory / "index.json"]
 
 

@@ -30,9 +30,12 @@ from longalign.pipelines import platform
 
 PIPELINE_NAME = "longalign"
 MULTINODE_PIPELINE_NAME = "longalign-multinode"
-# Launcher defaults for the multi-node variant (see longalign.training.launcher.LauncherConfig): the
-# DeepSpeed runtime from k8s/runtime, two nodes of the pipeline's gpu_count GPUs each.
-LAUNCHER_DEFAULTS = {"kind": "trainjob", "runtime": "longalign-deepspeed", "num_nodes": 2}
+# Launcher defaults for the multi-node variant (see longalign.training.launcher.LauncherConfig), shown
+# in the KFP UI as what the run does: the DeepSpeed runtime from k8s/runtime, two nodes of one GPU
+# each (set gpus_per_node to the node's GPUs, e.g. 8), placement and the start deadline.
+LAUNCHER_DEFAULTS = {"kind": "trainjob", "runtime": "longalign-deepspeed", "num_nodes": 2,
+                     "gpus_per_node": 1, "gpu_resource": platform.GPU_TYPE, "node_selector": {},
+                     "tolerations": [], "start_timeout_seconds": 900}
 DESCRIPTION = ("LongAlign long-context alignment: source long texts, generate instructions, pack, "
                "fine-tune with LongAlign loss weighting, score.")
 DEFAULTS = RunConfig.model_validate(PRESETS["default"]).model_dump(mode="json", exclude_none=True)
@@ -127,22 +130,17 @@ def longalign_multinode_pipeline(
     launcher_config: dict = LAUNCHER_DEFAULTS,
     pvc_name: str = platform.PVC_NAME,
     api_key_secret: str = platform.API_KEY_SECRET,
-    gpu_type: str = platform.GPU_TYPE,
-    gpu_count: int = platform.GPU_COUNT,
-    gpu_node_selector: dict = {},
-    gpu_tolerations: list = [],
 ) -> Outputs:
     """The whole recipe with multi-node training; parameters as in `longalign`, plus
-    `launcher_config` (job kind trainjob|pytorchjob, runtime, num_nodes, namespace, timeout, ...;
-    see docs/launcher.md). `gpu_*` here are per node and go into the job, not the launcher pod.
-    The model output points at the checkpoint on the shared volume, where scoring reads it."""
+    `launcher_config` (job kind trainjob|pytorchjob, runtime, num_nodes, gpus_per_node,
+    gpu_resource, node_selector, tolerations, namespace, timeouts, ...; see docs/launcher.md):
+    the job's GPUs and placement are set there and nowhere else. The model output points at the
+    checkpoint on the shared volume, where scoring reads it."""
 
     def train(packed):
         task = training_launcher(
             config=training_config, launcher_config=launcher_config, base_model=model,
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed, pvc_name=pvc_name,
-            gpu_type=gpu_type, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
-            gpu_tolerations=gpu_tolerations)
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed, pvc_name=pvc_name)
         return platform.launcher_pod(task, pvc_name=pvc_name)
 
     return _recipe(train, model=model, sourcing_config=sourcing_config,

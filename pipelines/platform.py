@@ -5,9 +5,9 @@ GPU node selector and tolerations); what only a platform team changes is a const
 retries, caching, /dev/shm size). kfp.local ignores everything from kfp-kubernetes (and warns about
 accelerators), so the same DAG still runs on a laptop.
 
-The training settings are one function, ``gpu_pod``, so that when the in-pod training task is
-replaced by the Kubeflow Trainer launcher, the launcher task takes the GPU values as inputs (it
-builds the TrainJob from them) and gets ``launcher_pod`` instead: caching off, no GPU of its own.
+The training settings are one function, ``gpu_pod``. In the multi-node pipeline the Trainer
+launcher task gets ``launcher_pod`` instead (caching off, no GPU of its own); the job's GPUs and
+placement come from its ``launcher_config`` alone, so there is one source of truth for them.
 """
 
 from __future__ import annotations
@@ -88,10 +88,22 @@ def gpu_pod(task: PipelineTask, *, gpu_type, gpu_count, node_selector, toleratio
     return task
 
 
+# The launcher pod's identity from the downward API: the job gets the pod as its owner, so deleting
+# the pod (a run cancel) garbage-collects the job (see longalign/training/launcher/run.py).
+LAUNCHER_FIELD_ENV = {"LONGALIGN_POD_NAME": "metadata.name", "LONGALIGN_POD_UID": "metadata.uid",
+                      "LONGALIGN_POD_NAMESPACE": "metadata.namespace"}
+
+
 def launcher_pod(task: PipelineTask, *, pvc_name) -> PipelineTask:
-    """Settings of the Trainer launcher task (for when it replaces in-pod training): the volume the
-    training job shares, the training timeout, and no caching. Its GPUs are the TrainJob's."""
+    """Settings of the Trainer launcher task: the volume the training job shares, the training
+    timeout, no caching, its own pod identity (owner of the job) and the image registry the job's
+    default image comes from. Its GPUs are the job's (launcher_config), not its own."""
+    from longalign.components.common import REPOSITORY, REPOSITORY_ENV
+
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
     kubernetes.set_timeout(task, TIMEOUT_SECONDS["training"])
     task.set_caching_options(enable_caching=LAUNCHER_CACHING)
+    for env, field_path in LAUNCHER_FIELD_ENV.items():
+        kubernetes.use_field_path_as_env(task, env_name=env, field_path=field_path)
+    task.set_env_variable(REPOSITORY_ENV, REPOSITORY)
     return task

@@ -23,10 +23,6 @@ def training_launcher(
     summary: Output[Markdown],
     metrics: Output[Metrics],
     pvc_name: str = "",
-    gpu_type: str = "",
-    gpu_count: int = -1,
-    gpu_node_selector: dict = {},
-    gpu_tolerations: list = [],
 ):
     """Fine-tune on a cluster: submit the job, stream its logs, fail when it fails.
 
@@ -39,17 +35,15 @@ def training_launcher(
         packed: the packing stage's output, copied onto the shared PVC for the job.
         model: points at the checkpoint on the PVC (metadata pvc/path/uri; pointer.json).
         manifest: the submitted job as YAML.
-        pvc_name, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations: the pipeline's
-            per-run parameters; when given ("", -1, {} and [] mean not given) they replace
-            launcher_config's pvc, gpu_resource, gpus_per_node, node_selector, tolerations.
+        pvc_name: the pipeline's shared volume (mounted in this pod); when given it is the
+            job's volume too, and a different launcher_config.pvc is an error.
     """
     from longalign.components.common import IMAGE, IMAGE_CUDA, publish
     from longalign.training.launcher import launch_training
 
-    given = {"pvc": pvc_name, "gpu_resource": gpu_type, "gpus_per_node": gpu_count,
-             "node_selector": gpu_node_selector, "tolerations": gpu_tolerations}
+    given = {"pvc": pvc_name}
     result = launch_training(config, launcher_config, base_model, packed.path, run_id, model.path,
-                            manifest.path, default_image=IMAGE, default_gpu_image=IMAGE_CUDA,
-                            overrides=given)
+                             manifest.path, default_image=IMAGE, default_gpu_image=IMAGE_CUDA,
+                             overrides=given)
     model.metadata.update(result.stats["model_metadata"])
     publish(result, metrics, summary)

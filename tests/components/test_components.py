@@ -46,7 +46,8 @@ def test_committed_component_yaml_matches_code(name, tmp_path):
     compiler.Compiler().compile(component, str(fresh))
     committed = ROOT / "components" / folder / filename
     assert yaml.safe_load(committed.read_text()) == yaml.safe_load(fresh.read_text()), (
-        f"{committed} is stale: run `make compile` and commit the result")
+        f"{committed} is stale (any change under longalign/, components/ or pipelines/ changes the image "
+        "tag): run `make compile` and commit the result")
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -9,6 +9,7 @@ import yaml
 from kfp import components
 
 from longalign import __version__
+from longalign.codeid import code_digest, image_tag
 from longalign.cli import main
 from longalign.components.registry import COMPONENTS
 
@@ -42,7 +43,8 @@ def test_metadata_describes_the_exported_yaml(exported, stage):
     assert meta["name"] == stage and meta["longalign_version"] == __version__
     assert meta["component_yaml_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     (executor,) = spec["deploymentSpec"]["executors"].values()
-    assert meta["image"] == executor["container"]["image"] and meta["image"].endswith(f":{__version__}")
+    assert meta["image"] == executor["container"]["image"] and meta["image"].endswith(f":{image_tag()}")
+    assert meta["code_digest"] == code_digest()
     folder, filename, component = COMPONENTS[stage]
     (definition,) = spec["components"].values()
     assert set(meta["inputs"]) == set(definition["inputDefinitions"].get("parameters", {})) | set(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from longalign import __version__
+from longalign.codeid import image_tag
 from longalign.components.common import IMAGE, IMAGE_CUDA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +79,20 @@ def test_cuda_image_has_the_training_extras():
     assert "nvidia/cuda:" in text and "-runtime-" in final_stage(text)
 
 
-def test_component_images_are_tagged_with_the_package_version():
-    assert IMAGE == f"ghcr.io/longalign/longalign:{__version__}"
-    assert IMAGE_CUDA == f"ghcr.io/longalign/longalign-cuda:{__version__}"
+def test_images_are_tagged_with_the_code_and_the_build_checks_it():
+    assert IMAGE == f"ghcr.io/longalign/longalign:{image_tag()}"
+    assert IMAGE_CUDA == f"ghcr.io/longalign/longalign-cuda:{image_tag()}"
+    assert image_tag().startswith(f"{__version__}-")
     for flavour, image in (("cpu", IMAGE), ("cuda", IMAGE_CUDA)):
-        assert f"-t {image.rsplit(':', 1)[0]}:$V" in DOCKERFILES[flavour].read_text()
+        text = DOCKERFILES[flavour].read_text()
+        assert "TAG=$(python3 longalign/codeid.py --tag)" in text
+        assert f"-t {image.rsplit(':', 1)[0]}:$TAG" in text
+        assert re.search(r'\[ "\$\(cat /opt/venv/longalign-code-digest\)" = "\$CODE_DIGEST" \]', text)
+
+
+def test_cuda_runtime_stage_can_compile_kernels_just_in_time():
+    """Triton (Liger kernels) builds a C launcher with Python.h at run time; DeepSpeed's JIT ops
+    need a compiler and ninja: the runtime stage installs them, not only the build stage."""
+    stage = final_stage(DOCKERFILES["cuda"].read_text())
+    (install,) = re.findall(r"apt-get install -y --no-install-recommends ([^\\&]+)", stage)
+    assert {"python3-dev", "gcc", "libc6-dev", "ninja-build"} <= set(install.split())

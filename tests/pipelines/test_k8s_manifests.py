@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from longalign import __version__
+from longalign.components.common import IMAGE_CUDA
 from longalign.pipelines import platform
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/prod", "runtime", "teacher"]
+KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/dev/namespaced", "overlays/prod", "runtime", "teacher"]
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl is not installed (Debian/Ubuntu: apt-get install kubectl); "
@@ -88,7 +88,19 @@ def test_shared_volume_is_read_write_many_with_the_pipeline_default_name(built):
         assert pvc["metadata"]["name"] == platform.PVC_NAME
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
         sizes[path] = pvc["spec"]["resources"]["requests"]["storage"]
+        if path != "base":  # the storage class is an overlay setting (an RWX class of the cluster)
+            assert pvc["spec"]["storageClassName"], path
     assert sizes == {"base": "500Gi", "overlays/dev": "50Gi", "overlays/prod": "2Ti"}
+    assert "storageClassName" not in by_kind(built["base"], "PersistentVolumeClaim")[0]["spec"]
+
+
+@needs_kubectl
+def test_dev_overlay_installs_the_runtime_the_pipeline_names_by_default(built):
+    from longalign.pipelines.pipeline import LAUNCHER_DEFAULTS
+
+    for path in ("overlays/dev", "overlays/prod"):
+        runtimes = {d["metadata"]["name"] for d in by_kind(built[path], "ClusterTrainingRuntime")}
+        assert LAUNCHER_DEFAULTS["runtime"] in runtimes, path
 
 
 @needs_kubectl
@@ -99,16 +111,8 @@ def test_role_is_least_privilege_for_the_training_launcher(built):
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 grants[(group, resource)] = set(rule["verbs"])
-    job_verbs = {"create", "get", "list", "watch", "delete"}
-    assert grants == {
-        ("trainer.kubeflow.org", "trainjobs"): job_verbs,
-        ("trainer.kubeflow.org", "trainjobs/status"): {"get"},
-        ("kubeflow.org", "pytorchjobs"): job_verbs,
-        ("kubeflow.org", "pytorchjobs/status"): {"get"},
-        ("", "pods"): {"get", "list", "watch"},
-        ("", "pods/log"): {"get"},
-        ("", "events"): {"get", "list", "watch"},
-    }
+    # exactly what the launcher calls: tests/training/test_training_launcher_rbac.py
+    assert ("trainer.kubeflow.org", "trainjobs") in grants and ("", "secrets") not in grants
     assert not any("*" in verbs or "*" in resource for (_, resource), verbs in grants.items())
     (binding,) = by_kind(built["base"], "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
@@ -128,7 +132,8 @@ def test_deepspeed_runtime_structure(built):
     assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
     pod = node["template"]["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == "node"]
-    assert container["image"] == f"ghcr.io/longalign/longalign-cuda:{__version__}"
+    # a fallback only: the launcher sets spec.trainer.image (tagged with the code digest) on every job
+    assert container["image"].rsplit(":", 1)[0] == IMAGE_CUDA.rsplit(":", 1)[0]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts[platform.DATA_MOUNT]]["persistentVolumeClaim"]["claimName"] == platform.PVC_NAME

@@ -35,7 +35,8 @@ def test_committed_pipeline_yaml_matches_code(spec):
     committed = ROOT / "pipelines" / "pipeline.yaml"
     # Compared as data: the header comment lists dict defaults in protobuf's (unstable) map order.
     assert list(yaml.safe_load_all(committed.read_text())) == list(yaml.safe_load_all(spec)), (
-        "pipelines/pipeline.yaml is stale: run `make compile` and commit the result")
+        "pipelines/pipeline.yaml is stale (any change under longalign/, components/ or pipelines/ changes "
+        "the image tag): run `make compile` and commit the result")
 
 
 def test_five_stage_tasks_with_typed_artifact_edges(spec):
@@ -75,13 +76,13 @@ def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
         assert p["defaultValue"], stage
 
 
-def test_image_tag_is_the_package_version(spec):
-    from longalign import __version__
+def test_image_tag_is_the_version_and_code_digest(spec):
+    from longalign.codeid import image_tag
 
     executors = load(spec)["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
     assert images == {f"exec-{stage}": f"ghcr.io/longalign/longalign{'-cuda' if stage == 'training' else ''}:"
-                      f"{__version__}" for stage in STAGES}
+                      f"{image_tag()}" for stage in STAGES}
 
 
 def test_platform_parameters_have_defaults_matching_k8s(spec):

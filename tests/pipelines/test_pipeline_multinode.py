@@ -24,7 +24,8 @@ def docs(tmp_path_factory):
 def test_committed_multinode_yaml_matches_code(docs):
     committed = ROOT / "pipelines" / "pipeline-multinode.yaml"
     assert list(yaml.safe_load_all(committed.read_text())) == docs, (
-        "pipelines/pipeline-multinode.yaml is stale: run `make compile` and commit the result")
+        "pipelines/pipeline-multinode.yaml is stale (any change under longalign/, components/ or "
+        "pipelines/ changes the image tag): run `make compile` and commit the result")
 
 
 def test_launcher_replaces_training_and_feeds_scoring(docs):
@@ -48,8 +49,10 @@ def test_launcher_inputs_come_from_run_parameters(docs):
     params = ir["root"]["inputDefinitions"]["parameters"]
     assert params["launcher_config"]["defaultValue"] == LAUNCHER_DEFAULTS
     inputs = ir["root"]["dag"]["tasks"]["training-launcher"]["inputs"]["parameters"]
-    for name in ("gpu_type", "gpu_count", "gpu_node_selector", "gpu_tolerations", "pvc_name"):
-        assert inputs[name] == {"componentInputParameter": name}
+    assert inputs["pvc_name"] == {"componentInputParameter": "pvc_name"}
+    # one source of truth for the job's GPUs: launcher_config, whose default the UI shows
+    assert not [p for p in params if p.startswith("gpu_")] and not [p for p in inputs if p.startswith("gpu_")]
+    assert {"gpus_per_node", "gpu_resource", "num_nodes", "node_selector", "tolerations"} <= set(LAUNCHER_DEFAULTS)
     assert inputs["launcher_config"] == {"componentInputParameter": "launcher_config"}
     assert inputs["config"] == {"componentInputParameter": "training_config"}
     # one job per run: the run id is the pipeline job's id
