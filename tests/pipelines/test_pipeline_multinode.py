@@ -68,3 +68,24 @@ def test_launcher_pod_has_the_volume_but_no_gpu(docs):
     assert "resources" not in ir["deploymentSpec"]["executors"]["exec-training-launcher"]["container"]
     # scoring mounts the same volume, so it can read the checkpoint the Model artifact points at
     assert executors["exec-scoring"]["pvcMount"][0]["mountPath"] == platform.DATA_MOUNT
+
+
+def test_launcher_pod_knows_itself_and_the_image_registry(docs):
+    """The job's owner is the launcher pod (cancel = pod deletion = garbage collection of the job):
+    its name, uid and namespace come from the downward API; the registry of the job's image is the
+    one the pipeline was compiled against."""
+    from longalign.components.common import REPOSITORY, REPOSITORY_ENV
+    from longalign.training.launcher.config import parse_launcher_config
+    from longalign.training.launcher.run import launcher_owner
+
+    ir, plat = docs
+    executor = plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-training-launcher"]
+    fields = {e["name"]: e["fieldPath"] for e in executor["fieldPathAsEnv"]}
+    assert fields == platform.LAUNCHER_FIELD_ENV
+    container = ir["deploymentSpec"]["executors"]["exec-training-launcher"]["container"]
+    assert {"name": REPOSITORY_ENV, "value": REPOSITORY} in container["env"]
+    env = {"LONGALIGN_POD_NAME": "p", "LONGALIGN_POD_UID": "u", "LONGALIGN_POD_NAMESPACE": "ns"}
+    assert set(fields) == set(env)
+    cfg = parse_launcher_config({})
+    assert launcher_owner(cfg, "ns", env, sa_file="/nonexistent") == {"name": "p", "uid": "u"}
+    assert launcher_owner(cfg, "other-ns", env, sa_file="/nonexistent") is None  # no cross-namespace owners

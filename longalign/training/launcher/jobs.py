@@ -200,8 +200,9 @@ class KubeJobs:
         except Exception as exc:
             raise self._explain(exc, "patch", name) from None
 
-    def observe(self, name: str) -> Observation:
-        """Phase and start problems from the JobSet, the pods and the Warning events."""
+    def observe(self, name: str, events: bool = True) -> Observation:
+        """Phase and start problems from the JobSet, the pods and (with ``events``) the Warning
+        events of the job and its pods."""
         from kubernetes.client.exceptions import ApiException
 
         jobset = None
@@ -220,10 +221,10 @@ class KubeJobs:
             self.namespace, label_selector=pod_selector(self.config.kind, name),
             _request_timeout=30).items
         mine = {name} | {p.metadata.name for p in pods}
-        events = [e for e in self.core.list_namespaced_event(
+        warnings = [e for e in self.core.list_namespaced_event(
             self.namespace, field_selector="type=Warning", _request_timeout=30).items
-            if e.involved_object is not None and e.involved_object.name in mine]
-        return observe(self.config.kind, name, jobset, pods, events)
+            if e.involved_object is not None and e.involved_object.name in mine] if events else []
+        return observe(self.config.kind, name, jobset, pods, warnings)
 
     def launcher_gone(self) -> str:
         """Why the launcher pod that owns the job is going away ("" while it is not): a run
@@ -300,7 +301,7 @@ class KubeJobs:
     def _check_start(self, name: str, seen: str, started: bool, late: bool) -> tuple[str, bool]:
         """Log the phase when it changes; raise JobStartFailed when the job cannot start."""
         try:
-            obs = self.observe(name)
+            obs = self.observe(name, events=not started)  # events matter until a pod ran
         except Exception as exc:  # phases are best effort: the job's status decides
             self.sink(f"[launcher] cannot observe {name} ({_short(exc)})")
             return seen, started
