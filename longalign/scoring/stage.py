@@ -212,7 +212,7 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
             if "answer_failures" in results[label]:
                 failures[f"answerer:{label}"] = results[label]["answer_failures"]
         extra: dict = {"contamination": contamination, "endpoint_failures": failures or None,
-                       "partial": any(f["partial"] for f in failures.values())}
+                       "endpoint_partial": any(f["partial"] for f in failures.values())}
         if bench:
             extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict(judge.config)})
         comparison = compare(results["model"], config.model_dump(), previous) if previous else None

@@ -12,6 +12,24 @@ def test_every_task_type_has_a_template_with_the_document_first():
         assert "5" in message["content"] and "{" not in message["content"]
 
 
+def test_question_prompts_carry_longalign_instructions_and_nothing_that_shortens():
+    """LongAlign's four task prompts (paper, appendix A) in substance: 5 English questions, diverse,
+    covering all parts of the text, in the "1: " format; summary = summarizing or integrating several
+    parts; reasoning = multi-hop; extraction = information-seeking. No request for short questions
+    or concise answers (our old additions, which made the data shorter and easier)."""
+    texts = {task: question_prompt(task, "DOC")[0]["content"] for task in TASK_TYPES}
+    for task, text in texts.items():
+        lower = text.lower()
+        assert "5 " in text and "english" in lower and '"1: ...", "2: ..."' in text, task
+        assert "differ from one another" in lower and "cover every part of the text" in lower, task
+        assert "middle" in lower, task
+    assert "several of its parts" in texts["summary"] and "summariz" in texts["summary"]
+    assert "multi-hop reasoning" in texts["reasoning"] and "information-seeking" in texts["extraction"]
+    answer = answer_prompt("DOC", "Why?")[0]["content"]
+    for text in [*texts.values(), answer]:
+        assert not any(word in text.lower() for word in ("short", "concise", "brief")), text
+
+
 def test_braces_in_document_or_question_are_left_alone():
     doc = "def f(): return {document} + {question} + {0}"
     (message,) = answer_prompt(doc, "What does {document} do?")

@@ -52,7 +52,7 @@ def test_one_failed_answer_in_ten_is_counted_as_wrong_and_reported(fake, tiny_mo
     stats = score(_needle(fake), tiny_model, tmp_path / "out")
     report = stats["endpoint_failures"]["answerer:model"]
     assert (report["failed"], report["attempted"], report["reasons"]) == (1, 10, {"http_500": 1})
-    assert stats["partial"] and stats["models"]["model"]["answer_usage"]["failed"] == 1
+    assert stats["endpoint_partial"] and stats["models"]["model"]["answer_usage"]["failed"] == 1
     assert stats["models"]["model"]["cases"]["needle"] == 10  # the unanswered case stays in the mean
 
 
@@ -64,7 +64,7 @@ def test_too_many_failed_answers_fail_the_stage_unless_partial_results_are_allow
         score(_needle(fake), tiny_model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     stats = score(_needle(fake, allow_partial=True), tiny_model, tmp_path / "out")
-    assert stats["partial"] and stats["endpoint_failures"]["answerer:model"]["over_limit"]
+    assert stats["endpoint_partial"] and stats["endpoint_failures"]["answerer:model"]["over_limit"]
 
 
 def test_failed_judge_calls_fail_the_stage_and_are_never_dropped_silently(fake, tiny_model, tmp_path, shared_lbc):
@@ -82,7 +82,7 @@ def test_failed_judge_calls_fail_the_stage_and_are_never_dropped_silently(fake, 
     assert not (tmp_path / "out").exists()
     stats = score(config(allow_partial=True), tiny_model, tmp_path / "out")
     judge = stats["endpoint_failures"]["judge"]
-    assert stats["partial"] and (judge["failed"], judge["attempted"], judge["reasons"]) == (2, 4, {"http_500": 2})
+    assert stats["endpoint_partial"] and (judge["failed"], judge["attempted"], judge["reasons"]) == (2, 4, {"http_500": 2})
     assert stats["judge_usage"]["cached"] == 2  # question 2's ratings came from the journal of the failed run
     lbc = json.loads((tmp_path / "out" / "scores.json").read_text())["models"]["model"]["suites"]["longbench-chat"]
     assert lbc["unjudged"] == 1 and lbc["statuses"]["call_failed"] == 2
