@@ -2,7 +2,7 @@
 
 LongAlign's Self-Instruct procedure with a teacher model (``local``: a transformers causal LM;
 ``openai``: any OpenAI-compatible chat-completions endpoint, see ``openai_teacher``), resumable
-through a checkpoint of teacher replies, plus synthetic exact-answer recall tasks (JSON key-value
+through the request journal of longalign.endpoints, plus synthetic exact-answer recall tasks (JSON key-value
 retrieval, needle) that need no model, and optional short chats mixed in.
 """
 

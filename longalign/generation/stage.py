@@ -21,10 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 from longalign.config import GenerationConfig
+from longalign.endpoints import Journal, check_failures, journal_name
+from longalign.endpoints.failures import reasons_text
 from longalign.errors import UserError
 from longalign.formats import CORPUS, Shards
-from longalign.endpoints import Journal, check_failures, journal_name
-from longalign.models import cache_root
 from longalign.generation.prompts import Prompts
 from longalign.generation.samples import Sample, preview_markdown, seeded_rng, write_shards
 from longalign.generation.selfinstruct import Tally, self_instruct
@@ -33,6 +33,7 @@ from longalign.generation.stats import REJECT_REASONS, build_stats
 from longalign.generation.synthetic import synthetic_task
 from longalign.generation.teachers import Teacher, make_teacher, window_of
 from longalign.io import atomic_dir, check_output
+from longalign.models import cache_root
 from longalign.results import StageResult, numeric
 
 log = logging.getLogger("longalign")
@@ -112,10 +113,11 @@ def _teacher_samples(config: GenerationConfig, teacher: Teacher, documents: list
                         f"{', '.join(f'{k}={v}' for k, v in sorted(tally.rejects.items()) if v) or 'none'}); "
                         "try a stronger teacher_model, or teacher=synthetic")
     if failure.get("partial"):
-        log.warning("generation: PARTIAL DATA: %d of %d teacher requests failed (%s); kept because "
-                    "generation.api.allow_partial is set" if failure["over_limit"] else
-                    "generation: %d of %d teacher requests failed (%s), within the limit; their documents "
-                    "have no teacher sample", failure["failed"], failure["attempted"], failure["reasons"])
+        why = ("PARTIAL DATA kept because generation.api.allow_partial is set" if failure["over_limit"]
+               else "within the limit")
+        log.warning("generation: %d of %d teacher requests failed after retries (%s), %s; their documents "
+                    "have no teacher sample", failure["failed"], failure["attempted"],
+                    reasons_text(failure["reasons"]), why)
     return samples, facts
 
 

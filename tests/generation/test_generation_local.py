@@ -92,3 +92,10 @@ def test_smollm2_writes_a_real_answer(tmp_path, corpus_writer, document):
     assert row["messages"][0]["content"].startswith(document(1, paragraphs=6))
     assert len(row["messages"][1]["content"].split()) >= 2
     assert stats["teacher_usage"]["calls"] == 2
+
+
+def test_the_local_teacher_keeps_its_own_smaller_window(tiny):
+    positions = tiny.max_positions
+    assert positions and positions < 131072
+    assert tiny.window(131072) == (positions, "model positions")  # the config default is cut to the model
+    assert tiny.window(positions // 2) == (positions // 2, "config")
