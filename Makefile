@@ -32,6 +32,7 @@ test-all: install
 compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
 	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
+	$(BIN)/python -m longalign.config.reference docs/config.md
 
 clean:
 	rm -rf $(VENV) local_outputs

@@ -1,13 +1,14 @@
 """The ``longalign`` command line: one subcommand per stage, plus the whole DAG.
 
 Every stage subcommand runs the same library function the KFP component calls, on local paths.
-Configuration comes from a preset, an optional config file (YAML/JSON, sections named after the
-stages) and ``--set section.key=value`` overrides, in that order.
+Configuration comes from one loader (``longalign.config.load_run_config``): a preset, an optional
+config file (YAML/JSON, sections named after the stages), ``--set section.key=value`` overrides and
+the command's flags, in that order. Each flag is a config key (``FLAG_KEYS``) and its help text is
+that key's description.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from longalign.config import SECTIONS, RunConfig, load_run_config
+from longalign.config import PRESETS, RunConfig, describe, load_run_config
 from longalign.errors import UserError
 from longalign.results import StageResult
 
@@ -27,7 +28,36 @@ app = typer.Typer(
 )
 log = logging.getLogger("longalign")
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="Base configuration: default or tiny.")]
+# CLI flag (the command's parameter name) -> config key. The flag's value goes straight into the
+# loader (no JSON round trip) and its help text is the key's description.
+FLAG_KEYS = {
+    "sources": "sourcing.sources",
+    "min_tokens": "sourcing.min_tokens",
+    "max_tokens": "sourcing.max_tokens",
+    "max_documents": "sourcing.max_documents",
+    "seed": "sourcing.seed",
+    "strict": "sourcing.strict",
+    "teacher": "generation.teacher",
+    "strategy": "packing.strategy",
+    "max_len": "packing.max_len",
+    "truncation": "packing.truncation",
+    "loss": "training.loss",
+    "resume": "training.resume",
+    "suites": "scoring.suites",
+    "baseline": "scoring.baseline",
+    "model": "model",
+}
+
+
+def _flag(name: str, *decls: str, **kwargs: Any) -> Any:
+    """The typer option of a config flag, documented by the key's description."""
+    from rich.markup import escape
+
+    return typer.Option(*decls, help=escape(describe(FLAG_KEYS[name])), **kwargs)
+
+
+PresetOpt = Annotated[str, typer.Option(
+    "--preset", help=f"Base configuration: {' or '.join(PRESETS)} (longalign/config/presets/).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON file with config sections.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override, e.g. --set training.epochs=1 (in a stage command the section may be omitted).")]
@@ -35,33 +65,20 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-e
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).")]
 
 
-def _load_file(path: Optional[Path]) -> Optional[dict[str, Any]]:
-    if path is None:
-        return None
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
-    return data or {}
-
-
 def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
-            section: str | None = None, extra: dict[str, Any] | None = None) -> RunConfig:
+            section: str | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
+    """The run config: ``--set`` items without a section name go to ``section``; ``flags`` are
+    parameter name -> value (None: not given), placed at their ``FLAG_KEYS`` key."""
     overrides = []
     for item in sets or []:
         key = item.split("=", 1)[0]
         head = key.split(".", 1)[0]
-        if section and head != "model" and head not in SECTIONS:  # e.g. api.base_url in `generate`
+        if section and head not in RunConfig.model_fields:  # e.g. api.base_url in `generate`
             item = f"{section}.{item}"
         overrides.append(item)
-    for key, value in (extra or {}).items():
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    return load_run_config(preset, _load_file(config_file), overrides)
+    values = {FLAG_KEYS[name]: value for name, value in (flags or {}).items()}
+    return load_run_config(preset, overrides=overrides, files=[config_file] if config_file else None,
+                           values=values)
 
 
 def _report(result: StageResult) -> None:
@@ -79,24 +96,20 @@ def _report(result: StageResult) -> None:
 @app.command()
 def source(
     output: OutputOpt,
-    sources: Annotated[Optional[list[str]], typer.Option(
-        "--source", help="Source spec, repeatable: stdlib:, dir:PATH, jsonl:PATH[#field], "
-        "parquet:PATH[#field], hf:NAME[:config][:split], git:PATH; options as ?key=value&...")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model spec whose tokenizer counts tokens.")] = None,
-    min_tokens: Annotated[Optional[int], typer.Option()] = None,
-    max_tokens: Annotated[Optional[int], typer.Option()] = None,
-    max_documents: Annotated[Optional[int], typer.Option("--max-documents")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    strict: Annotated[Optional[bool], typer.Option(
-        "--strict/--no-strict", help="Stop at the first unreadable or malformed input.")] = None,
+    sources: Annotated[Optional[list[str]], _flag("sources", "--source")] = None,
+    model: Annotated[Optional[str], _flag("model", "--model")] = None,
+    min_tokens: Annotated[Optional[int], _flag("min_tokens", "--min-tokens")] = None,
+    max_tokens: Annotated[Optional[int], _flag("max_tokens", "--max-tokens")] = None,
+    max_documents: Annotated[Optional[int], _flag("max_documents", "--max-documents")] = None,
+    seed: Annotated[Optional[int], _flag("seed", "--seed")] = None,
+    strict: Annotated[Optional[bool], _flag("strict", "--strict/--no-strict")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Source long texts: read, clean, deduplicate, length-filter."""
     cfg = _config(preset, config, set_, "sourcing", {
-        "sourcing.sources": sources or None, "sourcing.min_tokens": min_tokens,
-        "sourcing.max_tokens": max_tokens, "sourcing.max_documents": max_documents,
-        "sourcing.seed": seed, "sourcing.strict": strict, "model": model})
+        "sources": sources or None, "min_tokens": min_tokens, "max_tokens": max_tokens,
+        "max_documents": max_documents, "seed": seed, "strict": strict, "model": model})
     from longalign.sourcing import source as run
 
     _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite))
@@ -106,14 +119,12 @@ def source(
 def generate(
     corpus: Annotated[Path, typer.Option("--corpus", help="The sourcing stage's output directory.")],
     output: OutputOpt,
-    teacher: Annotated[Optional[str], typer.Option(help="local, openai or synthetic (openai: set "
-                                                         "generation.api.base_url; the key comes from "
-                                                         "$OPENAI_API_KEY or api.api_key_file).")] = None,
+    teacher: Annotated[Optional[str], _flag("teacher", "--teacher")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate long instruction data (Self-Instruct over the corpus)."""
-    cfg = _config(preset, config, set_, "generation", {"generation.teacher": teacher})
+    cfg = _config(preset, config, set_, "generation", {"teacher": teacher})
     from longalign.generation import generate as run
 
     _report(run(cfg.generation, corpus, output, overwrite=overwrite))
@@ -123,18 +134,16 @@ def generate(
 def pack(
     chats: Annotated[Path, typer.Option("--chats", help="The generation stage's output directory.")],
     output: OutputOpt,
-    strategy: Annotated[Optional[str], typer.Option(help="pack, sort or naive.")] = None,
-    max_len: Annotated[Optional[int], typer.Option("--max-len")] = None,
-    truncation: Annotated[Optional[str], typer.Option(
-        help="Samples over max_len: drop (counted) or middle (keep head and tail).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model spec (tokenizer, chat template).")] = None,
+    strategy: Annotated[Optional[str], _flag("strategy", "--strategy")] = None,
+    max_len: Annotated[Optional[int], _flag("max_len", "--max-len")] = None,
+    truncation: Annotated[Optional[str], _flag("truncation", "--truncation")] = None,
+    model: Annotated[Optional[str], _flag("model", "--model")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Tokenise and pack chats into Arrow rows."""
     cfg = _config(preset, config, set_, "packing", {
-        "packing.strategy": strategy, "packing.max_len": max_len,
-        "packing.truncation": truncation, "model": model})
+        "strategy": strategy, "max_len": max_len, "truncation": truncation, "model": model})
     from longalign.packing import pack as run
 
     _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite))
@@ -144,15 +153,15 @@ def pack(
 def train(
     packed: Annotated[Path, typer.Option("--packed", help="The packing stage's output directory.")],
     output: OutputOpt,
-    model: Annotated[Optional[str], typer.Option(help="Base model spec.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="longalign or token.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
+    model: Annotated[Optional[str], _flag("model", "--model")] = None,
+    loss: Annotated[Optional[str], _flag("loss", "--loss")] = None,
+    resume: Annotated[bool, _flag("resume", "--resume")] = False,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fine-tune the base model on packed rows (run under torchrun for several processes)."""
     cfg = _config(preset, config, set_, "training",
-                  {"training.loss": loss, "model": model, "training.resume": resume or None})
+                  {"loss": loss, "model": model, "resume": resume or None})
     import os
 
     from longalign.training import train as run
@@ -173,17 +182,15 @@ def score(
     output: OutputOpt,
     base_model: Annotated[Optional[str], typer.Option(help="Base model spec to compare with.")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory used as haystack.")] = None,
-    suite: Annotated[Optional[str], typer.Option(
-        help="Comma-separated suites: needle,recall,longbench-chat.")] = None,
-    baseline: Annotated[Optional[Path], typer.Option(
-        help="A previous run's scores.json (or scoring output) to compare with.")] = None,
+    suite: Annotated[Optional[str], _flag("suites", "--suite", metavar="A,B")] = None,
+    baseline: Annotated[Optional[Path], _flag("baseline", "--baseline")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a model on the long-context suites (LongBench-Chat needs a judge endpoint in the config)."""
     suites = [s.strip() for s in suite.split(",") if s.strip()] if suite else None
-    cfg = _config(preset, config, set_, "scoring", {"scoring.suites": suites,
-                                                     "scoring.baseline": str(baseline) if baseline else None})
+    cfg = _config(preset, config, set_, "scoring",
+                  {"suites": suites, "baseline": str(baseline) if baseline else None})
     from longalign.scoring import score as run
 
     _report(run(cfg.scoring, model, output, base_model=base_model, corpus=corpus, overwrite=overwrite))

@@ -196,6 +196,8 @@ def run_arguments(config: RunConfig, package: str | os.PathLike,
     spec = next(yaml.safe_load_all(Path(package).read_text()))  # 2nd document: the platform spec
     declared = spec["root"]["inputDefinitions"]["parameters"]
     arguments = pipeline_arguments(config)
+    if "launcher_config" in declared:  # the multi-node pipeline: the run config's launcher section
+        arguments["launcher_config"] = config.launcher.model_dump(mode="json", exclude_unset=True)
     for name, value in (params or {}).items():
         if name not in declared:
             raise UserError(f"--param {name}: not a pipeline parameter (known: {', '.join(sorted(declared))})")

@@ -30,15 +30,13 @@ from longalign.pipelines import platform
 
 PIPELINE_NAME = "longalign"
 MULTINODE_PIPELINE_NAME = "longalign-multinode"
-# Launcher defaults for the multi-node variant (see longalign.training.launcher.LauncherConfig), shown
-# in the KFP UI as what the run does: the DeepSpeed runtime from k8s/runtime, two nodes of one GPU
-# each (set gpus_per_node to the node's GPUs, e.g. 8), placement and the start deadline.
-LAUNCHER_DEFAULTS = {"kind": "trainjob", "runtime": "longalign-deepspeed", "num_nodes": 2,
-                     "gpus_per_node": 1, "gpu_resource": platform.GPU_TYPE, "node_selector": {},
-                     "tolerations": [], "start_timeout_seconds": 900}
+# Launcher defaults for the multi-node variant, shown in the KFP UI as what the run does: the
+# launcher section the default preset sets (longalign/config/presets/default.yaml).
 DESCRIPTION = ("LongAlign long-context alignment: source long texts, generate instructions, pack, "
                "fine-tune with LongAlign loss weighting, score.")
 DEFAULTS = RunConfig.model_validate(PRESETS["default"]).model_dump(mode="json", exclude_none=True)
+LAUNCHER_DEFAULTS = RunConfig.model_validate(PRESETS["default"]).launcher.model_dump(
+    mode="json", exclude_unset=True)
 
 
 class Outputs(NamedTuple):

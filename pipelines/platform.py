@@ -15,15 +15,16 @@ from __future__ import annotations
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-# Where the shared ReadWriteMany volume (packed data, checkpoints, model caches) is mounted. The
-# images point HF_HOME and LONGALIGN_CACHE below it, so model downloads are shared across tasks
-# and runs instead of repeated in every pod.
-DATA_MOUNT = "/mnt/longalign"
+from longalign.config import DATA_MOUNT, PVC_NAME, LauncherConfig  # noqa: F401 (PVC_NAME: a pipeline default)
+
+# Where the shared ReadWriteMany volume (packed data, checkpoints, model caches) is mounted, and its
+# claim's default name: defined once in longalign.config (the launcher's pvc and mount_path).
+# The images point HF_HOME and LONGALIGN_CACHE below the mount, so model downloads are shared across
+# tasks and runs instead of repeated in every pod.
 
 # Defaults of the per-run pipeline parameters (k8s/base creates objects with these names).
-PVC_NAME = "longalign-data"
 API_KEY_SECRET = "longalign-api-keys"
-GPU_TYPE = "nvidia.com/gpu"
+GPU_TYPE = LauncherConfig.model_fields["gpu_resource"].default
 GPU_COUNT = 1
 
 # Secret keys -> environment variables, per stage. Each pod gets its own key under the variable the

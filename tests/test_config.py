@@ -47,7 +47,7 @@ def test_bad_values_are_one_line_user_errors(override, fragment):
 def test_unknown_preset_and_stage():
     with pytest.raises(UserError, match="unknown preset"):
         load_run_config("huge")
-    with pytest.raises(UserError, match="unknown stage"):
+    with pytest.raises(UserError, match="unknown section"):
         parse_section("tuning", {})
 
 

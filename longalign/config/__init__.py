@@ -1,0 +1,418 @@
+"""Typed configuration: one section per stage, named like the stage's subpackage, plus the
+multi-node ``launcher``; every field carries its description (docs/config.md and the CLI help are
+generated from them).
+
+The same section is what the CLI subcommand reads, what the KFP component receives as its
+``config`` parameter (a JSON object), and what the pipeline exposes as one parameter per stage.
+Unknown keys are errors, so a typo never silently falls back to a default. One loader,
+:func:`load_run_config`, builds the whole config from a preset (``presets/*.yaml``), config files
+and overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from longalign.config.base import (DATA_MOUNT, PVC_NAME, deep_merge, parse_value, read_yaml, set_key,
+                                   validate)
+from longalign.config.base import Section as _Section
+from longalign.config.launcher import LauncherConfig
+from longalign.errors import UserError
+
+__all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
+           "load_run_config", "parse_section", "parse_value", "read_config_file", "describe"]
+
+
+class SourcingConfig(_Section):
+    """Where long texts come from and which of them are kept."""
+
+    sources: list[str] = Field(
+        default_factory=lambda: ["stdlib:"], min_length=1, description="source specs: stdlib:, dir:PATH, "
+        "jsonl:PATH[#field], parquet:PATH[#field], hf:NAME[:config][:split], git:PATH, each with "
+        "?key=value options (docs/sourcing.md)")
+    min_tokens: int = Field(
+        8192, ge=1, description="documents with fewer tokens (base model's tokenizer) are dropped")
+    max_tokens: int = Field(
+        65536, ge=1, description="longer documents are split at paragraph boundaries (split_long) "
+        "or dropped")
+    split_long: bool = Field(
+        True, description="split over-long documents at paragraph boundaries instead of dropping")
+    max_documents: int | None = Field(
+        None, ge=1, description="stop after this many kept documents, read in a seeded random order "
+        "(null: all)")
+    seed: int = Field(0, description="seed of the reading order and the mix draws")
+    strict: bool = Field(False, description="the first unreadable input is fatal instead of a counted skip")
+    min_alpha_fraction: float = Field(
+        0.25, ge=0, le=1, description="quality filter: least share of letters among non-space characters "
+        "(0: off)")
+    max_long_word_fraction: float = Field(
+        0.5, ge=0, le=1, description="quality filter: most share of characters in 100+-character words (1: "
+        "off)")
+    max_repeated_line_fraction: float = Field(
+        0.5, ge=0, le=1, description="quality filter: most share of characters in repeated lines (1: off)")
+    near_dup_threshold: float | None = Field(
+        0.8, gt=0, lt=1, description="near-duplicate removal (MinHash LSH): estimated Jaccard similarity "
+        "from which a document counts as a near duplicate (null: off)")
+    near_dup_num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    near_dup_ngram: int = Field(5, ge=1, le=32, description="words per shingle")
+    mix: dict[str, float] | None = Field(
+        None, description="per-group shares of the output, e.g. {code: 0.3, books: 0.3, short: 0.4}; a "
+        "source's group is its ?group= option or the spec itself; shares are normalised to sum to 1 (null: "
+        "no mix)")
+    mix_unit: Literal["tokens", "documents"] = Field(
+        "tokens", description="what the mix shares count: tokens or documents")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "SourcingConfig":
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) > max_tokens ({self.max_tokens})")
+        if self.mix is not None and (not self.mix or any(v <= 0 for v in self.mix.values())):
+            raise ValueError("mix needs at least one group and every share must be > 0")
+        return self
+
+
+class _Endpoint(_Section):
+    """Fields every OpenAI-compatible chat-completions endpoint has (teacher, answerer, judge).
+
+    The API key is read from the file at ``api_key_file`` (a mounted secret; wins when set) or the
+    environment variable named by ``api_key_env``; both null: no key is sent. Never from the command
+    line or the config itself (longalign.secrets).
+    """
+
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="environment variable holding the API key (null: none)")
+    api_key_file: str | None = Field(
+        None, description="file holding the API key, e.g. a mounted Secret (wins over api_key_env)")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
+    timeout_seconds: float = Field(600.0, gt=0, description="per request")
+    max_retries: int = Field(6, ge=0, description="on 429, 5xx, timeouts, dropped connections")
+    backoff_seconds: float = Field(1.0, gt=0, description=(
+        "First retry delay in seconds; doubles per retry, with jitter (a Retry-After wins)."))
+    backoff_max_seconds: float = Field(60.0, gt=0, description="Longest backoff delay in seconds.")
+    max_retry_after_seconds: float = Field(600.0, gt=0, description=(
+        "A longer Retry-After asked by the server is cut to this many seconds."))
+    max_failure_rate: float = Field(0.1, ge=0, le=1, description=(
+        "The run fails when more than this share of its requests fail after retries "
+        "(or when none succeeds); see docs/generation.md, failure semantics."))
+    allow_partial: bool = Field(False, description=(
+        "Finish a run whose failure rate exceeds max_failure_rate (never one without any success); "
+        "the stage's stats and summary then report it as partial."))
+    price_prompt_per_million: float = Field(
+        0.0, ge=0, description="price per million prompt tokens, for the cost estimate in stats (any "
+        "currency)")
+    price_completion_per_million: float = Field(
+        0.0, ge=0, description="price per million completion tokens, for the cost estimate")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Estimated cost of this usage at the configured prices (per million tokens)."""
+        return (prompt_tokens * self.price_prompt_per_million
+                + completion_tokens * self.price_completion_per_million) / 1e6
+
+    @model_validator(mode="after")
+    def _check_url(self):
+        url = getattr(self, "base_url", None)
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+        return self
+
+
+class TeacherAPIConfig(_Endpoint):
+    """The generation teacher's endpoint (generation.teacher = openai; the model name is
+    generation.teacher_model). Retries back off exponentially with jitter and honour Retry-After."""
+
+    base_url: str | None = Field(
+        None, description="e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)")
+    temperature: float = Field(0.0, ge=0, le=2, description="teacher sampling temperature (0: greedy)")
+    chars_per_token: float = Field(3.5, gt=0, description="to fit documents into teacher_context_tokens")
+
+
+class GenerationConfig(_Section):
+    """Self-Instruct over long documents (LongAlign section 2) plus synthetic recall tasks."""
+
+    teacher: Literal["local", "openai", "synthetic"] = Field(
+        "local", description="local (a transformers model), openai (any OpenAI-compatible endpoint) or "
+        "synthetic (exact-answer recall tasks only)")
+    teacher_model: str = Field(
+        "embedded:smollm2", description="local: a model spec; openai: the served model name")
+    teacher_documents: int | None = Field(
+        None, ge=0, description="documents given to the teacher (null: all)")
+    synthetic_per_document: int = Field(0, ge=0, description="extra exact-answer recall tasks per document")
+    teacher_context_tokens: int = Field(131072, ge=256, description=(
+        "The teacher's context window in tokens: a document that fits (with the prompt and "
+        "max_new_tokens) reaches the teacher whole; only longer ones are middle-truncated and counted. "
+        "The local teacher is further capped by its model's positions."))
+    max_new_tokens: int = Field(256, ge=1, description="tokens the teacher may generate per reply")
+    api: TeacherAPIConfig = Field(TeacherAPIConfig(), description="the teacher endpoint (teacher=openai)")
+    prompts_dir: str | None = Field(
+        None, description="folder of prompt templates overriding the built-in ones")
+    work_dir: str | None = Field(None, description=(
+        "Folder of the teacher's request journal, kept across runs so a rerun sends only what failed "
+        "(None: $LONGALIGN_CACHE/generation; on a cluster a path on a persistent volume)."))
+    short_data: str | None = Field(
+        None, description="short chats to mix in: a JSONL file or a folder of Parquet/JSONL")
+    short_ratio: float = Field(0.0, ge=0, description="short chats per long sample")
+    seed: int = Field(0, description="seed of document order, task types and synthetic tasks")
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> "GenerationConfig":
+        if self.teacher == "openai" and not self.api.base_url:
+            raise ValueError("teacher=openai needs api.base_url (e.g. http://host:8000/v1)")
+        if self.short_ratio > 0 and not self.short_data:
+            raise ValueError("short_ratio > 0 needs short_data (a JSONL file of chats)")
+        return self
+
+
+class PackingConfig(_Section):
+    """Tokenisation and packing into Arrow rows (LongAlign section 3)."""
+
+    strategy: Literal["pack", "sort", "naive"] = Field(
+        "pack", description="pack: several samples per row, planned over the whole dataset "
+        "(best-fit decreasing); sort: LongAlign's sorted batching, one sample per row, samples sorted by "
+        "length and cut into batches of batch_size, batch order shuffled; naive: one sample per row, "
+        "shuffled, batch_size per batch (the padded baseline)")
+    max_len: int = Field(65536, ge=16, description="tokens per packed row (and the longest sample kept)")
+    batch_size: int = Field(
+        1, ge=1, description="samples per micro-batch for sort and naive (pack always has one row per "
+        "micro-batch)")
+    truncation: Literal["drop", "middle"] = Field(
+        "drop", description="samples longer than max_len: drop skips and counts them (too_long); middle "
+        "keeps the head and the tail, like LongBench-Chat's middle truncation")
+    label_turns: Literal["all", "last"] = Field(
+        "all", description="which assistant turns carry labels: all, or only the last")
+    seed: int = Field(0, description="tie-breaking and row order of pack, batch order of sort and naive")
+    chat_template: str = Field("tokenizer", min_length=1, description=(
+        "How chats become text: 'tokenizer' (the model tokenizer's own template), 'llama2-inst' "
+        "(LongAlign's Llama format '[INST]{user}[/INST]{assistant}', turns joined by a blank "
+        "line), 'chatml', or a Jinja template string. The trained model's tokenizer carries it, "
+        "so scoring prompts the model the way it was trained."))
+
+
+class TrainingConfig(_Section):
+    """Fine-tuning on packed rows with LongAlign's loss weighting."""
+
+    loss: Literal["longalign", "token"] = Field(
+        "longalign", description="longalign: mean over sequences of each sequence's mean token loss "
+        "(LongAlign Eq. 4); token: mean over all target tokens of the step")
+    learning_rate: float = Field(
+        2e-5, gt=0, description="peak learning rate of AdamW (torch, fused kernel), cosine schedule "
+        "after the warm-up")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the optimizer steps spent warming up")
+    adam_beta1: float = Field(0.9, description="AdamW beta1")
+    adam_beta2: float = Field(0.95, description="AdamW beta2")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    epochs: int = Field(2, ge=1, description="passes over the packed data (max_steps wins when set)")
+    max_steps: int | None = Field(
+        None, ge=1, description="optimizer steps, cycling epochs (null: epochs decide)")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches per rank per optimizer step")
+    global_batch: int | None = Field(None, ge=1, description=(
+        "Global batch per optimizer step, over all ranks: sequences for the sort and naive "
+        "strategies, tokens (rows x max_len) for pack. When set, gradient_accumulation_steps "
+        "is derived from it for the actual world size (so the batch does not grow with the "
+        "node count); null: gradient_accumulation_steps as given."))
+    max_grad_norm: float = Field(1.0, ge=0, description=(
+        "Clip the step's gradient to this global L2 norm (0: no clipping); the same on one "
+        "process, DDP, FSDP2 and DeepSpeed (its gradient_clipping is set to this)."))
+    rank_balance: bool = Field(True, description=(
+        "pack: deal each step's rows to the ranks so that their attention cost (sum of "
+        "squared sample lengths plus a linear term) is balanced; false: every world_size-th row."))
+    rope_theta: float | None = Field(None, gt=0, description=(
+        "RoPE base set on the model before training and saved in its config (ProLong: 8e6 "
+        "for 64k, 1.28e8 for 512k); null: the base model's."))
+    rope_scaling: dict[str, Any] | None = Field(None, description=(
+        "RoPE scaling set on the model config (e.g. {'rope_type': 'yarn', 'factor': 4.0}) for "
+        "models whose config has rope_scaling; null: the base model's."))
+    max_position_embeddings: int | None = Field(None, ge=1, description=(
+        "Context window set on the model before training and saved in its config; "
+        "null: the base model's."))
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each decoder layer in backward (non-reentrant)")
+    seed: int = Field(0, description="seed of the batch order and dropout")
+    cross_entropy: Literal["chunked", "liger"] = Field(
+        "chunked", description="LM head + cross-entropy: chunked (the head over at most ce_chunk_size "
+        "target positions at a time, recomputed in backward) or liger (Liger's fused kernel, GPU extra)")
+    ce_chunk_size: int = Field(
+        2048, ge=1, description="target positions per head chunk (cross_entropy=chunked)")
+    distributed: Literal["ddp", "deepspeed", "fsdp2"] = Field(
+        "ddp", description="ddp (also one process), deepspeed (see deepspeed_config) or fsdp2")
+    deepspeed_config: str = Field(
+        "zero3", description="zero2, zero3, zero3-offload or a DeepSpeed JSON file (distributed=deepspeed)")
+    bf16: bool = Field(True, description="bf16 mixed precision, on GPU only (CPU trains in fp32)")
+    checkpoint_dir: str | None = Field(
+        None, description="where checkpoints go, a shared volume with several nodes (null: "
+        "<output>.checkpoints, a sibling of the output)")
+    checkpoint_every: int = Field(
+        0, ge=0, description="optimizer steps between checkpoints (0: only SIGTERM)")
+    checkpoints_kept: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
+    resume: bool = Field(
+        False, description="continue from the newest checkpoint in checkpoint_dir (start at step 0 when "
+        "there is none)")
+    tensorboard_dir: str | None = Field(
+        None, description="TensorBoard event files (null: tensorboard/ inside the output)")
+    peak_tflops: float | None = Field(
+        None, gt=0, description="per-device peak TFLOP/s for the MFU estimate (null: known GPUs only)")
+
+
+class EndpointConfig(_Endpoint):
+    """A served model for scoring (vLLM, TGI, KServe, a hosted API): an answerer or the judge."""
+
+    base_url: str = Field(description="OpenAI-compatible API root, e.g. http://vllm.models.svc:8000/v1")
+    model: str = Field(description="the served model's name")
+    concurrency: int = Field(4, ge=1, le=1024, description="requests in flight at once")
+    timeout_seconds: float = Field(120.0, gt=0, description="per request")
+    max_retries: int = Field(4, ge=0, description="on 429, 5xx, timeouts, dropped connections")
+    context: int | None = Field(None, ge=64, description="served model's context in tokens (answerers only)")
+
+
+class LongBenchChatConfig(_Section):
+    """LongBench-Chat (LongAlign section 4) judged by an OpenAI-compatible chat model."""
+
+    data: str = Field(
+        "pinned", description="pinned (the pinned THUDM/LongAlign commit, cached) or a local directory")
+    test_cases: str | None = Field(None, description="a test_cases.json path overriding the one in data")
+    test_cases_sha256: str | None = Field(
+        None, description="expected digest of test_cases.json (checked when set)")
+    judge: EndpointConfig | None = Field(
+        None, description="the judge endpoint (required for the longbench-chat suite)")
+    judge_runs: int = Field(2, ge=1, description="judge runs per answer, each with the three examples "
+                            "in a seeded shuffled order (the paper: two)")
+    judge_retries: int = Field(4, ge=0, description="extra judge calls for a reply without a rating "
+                               "(eval.py makes up to 5 calls in all); then the run is reported unjudged")
+    max_new_tokens: int = Field(1024, ge=1, description="answer tokens per question")
+    temperature: float = Field(1.0, ge=0, description="answer sampling (the benchmark samples at 1.0)")
+    context: int = Field(64000, ge=64, description="raw-prompt tokens kept before middle truncation "
+                         "(eval.py's max_length); smaller when the model's window needs it")
+    seed: int = Field(42, description="sampling seed set before every question's answer "
+                      "(eval.py: seed_everything(42) per question)")
+    flatten_newlines: bool = Field(
+        True, description="the reference script judges answers with newlines as spaces")
+    limit: int | None = Field(None, ge=1, description="score only the first N questions (smoke runs)")
+    cache_dir: str | None = Field(
+        None, description="judge-call and download cache (default: $LONGALIGN_CACHE/...)")
+
+
+class ScoringConfig(_Section):
+    """Offline long-context checks and, with a judge endpoint, LongBench-Chat."""
+
+    suites: list[Literal["needle", "recall", "longbench-chat"]] = Field(
+        default_factory=lambda: ["needle", "recall"], min_length=1, description="needle (needle in a "
+        "haystack), recall (key-value and passage recall), longbench-chat (needs a judge)")
+    lengths: list[int] = Field(default_factory=lambda: [2048, 4096], min_length=1,
+                               description="haystack lengths in tokens")
+    depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1,
+                                description="needle depths as fractions of the haystack")
+    recall_samples: int = Field(4, ge=1, description="recall cases per task")
+    max_new_tokens: int = Field(32, ge=1, description="answer tokens per case")
+    compare_base: bool = Field(True, description="also score the base model, for the comparison")
+    seed: int = Field(0, description="seed of needles, depths and recall cases")
+    endpoint: EndpointConfig | None = Field(
+        None, description="answer with this served model instead of loading it")
+    base_endpoint: EndpointConfig | None = Field(None, description="the same for the base model")
+    baseline: str | None = Field(
+        None, description="a previous run's scores.json (or its directory) to compare with")
+    contamination: Literal["mark", "refuse"] = Field(
+        "mark", description="a suite sharing a task format with the fine-tuning data (e.g. recall/kv "
+        "after kv_retrieval training samples): mark it in the report, or refuse to score")
+    longbench_chat: LongBenchChatConfig = Field(LongBenchChatConfig(), description="LongBench-Chat settings")
+
+    @model_validator(mode="after")
+    def _check_judge(self) -> "ScoringConfig":
+        if "longbench-chat" in self.suites and self.longbench_chat.judge is None:
+            raise ValueError("the longbench-chat suite needs longbench_chat.judge "
+                             "(an OpenAI-compatible endpoint: base_url and model)")
+        return self
+
+
+STAGES = ("sourcing", "generation", "packing", "training", "scoring")
+SECTIONS: dict[str, type[_Section]] = {
+    "sourcing": SourcingConfig,
+    "generation": GenerationConfig,
+    "packing": PackingConfig,
+    "training": TrainingConfig,
+    "scoring": ScoringConfig,
+    "launcher": LauncherConfig,
+}
+
+
+class RunConfig(_Section):
+    """The whole pipeline: the base model, one section per stage and the multi-node launcher."""
+
+    model: str = Field(
+        "embedded:smollm2", description="the base model, what is fine-tuned: embedded:NAME, a local "
+        "directory or a hub id")
+    sourcing: SourcingConfig = Field(SourcingConfig(), description="the sourcing stage")
+    generation: GenerationConfig = Field(GenerationConfig(), description="the generation stage")
+    packing: PackingConfig = Field(PackingConfig(), description="the packing stage")
+    training: TrainingConfig = Field(TrainingConfig(), description="the training stage")
+    scoring: ScoringConfig = Field(ScoringConfig(), description="the scoring stage")
+    launcher: LauncherConfig = Field(
+        LauncherConfig(), description="the multi-node training job (the longalign-multinode pipeline)")
+
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+# Preset name -> its data, from the packaged presets/<name>.yaml files.
+PRESETS: dict[str, dict[str, Any]] = {
+    p.stem: read_yaml(p, "preset") for p in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML/JSON config file's sections (a UserError for an unreadable or malformed file)."""
+    return read_yaml(Path(path), "config file")
+
+
+def parse_section(stage: str, data: dict[str, Any] | None) -> _Section:
+    """Validate one section (a stage's or ``launcher``); a bad value raises a one-line UserError."""
+    if stage not in SECTIONS:
+        raise UserError(f"unknown section {stage!r}; sections are {', '.join(SECTIONS)}")
+    return validate(SECTIONS[stage], data, stage)
+
+
+def load_run_config(
+    preset: str = "default",
+    file_data: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    files: list[str | Path] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The one config loader: a preset, then config ``files`` (and ``file_data``, an already read
+    mapping), then ``key.path=value`` ``overrides`` (values parsed as JSON when they parse), then
+    ``values`` (key path -> value, e.g. from CLI flags; None means not given), in that order."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
+    data = copy.deepcopy(PRESETS[preset])  # overrides below must never touch the presets
+    for extra in [read_config_file(f) for f in files or []] + [file_data or {}]:
+        if not isinstance(extra, dict):
+            raise UserError("a config file must hold a mapping of sections")
+        data = deep_merge(data, extra)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE (e.g. training.epochs=1), got {item!r}")
+        set_key(data, key, parse_value(value))
+    for key, value in (values or {}).items():
+        if value is not None:
+            set_key(data, key, copy.deepcopy(value))
+    return validate(RunConfig, data, "")
+
+
+def describe(key: str) -> str:
+    """The description of a config key path such as ``sourcing.min_tokens``, as a sentence (CLI
+    help texts)."""
+    from longalign.config.reference import model_of
+
+    model: Any = RunConfig
+    field = None
+    for part in key.split("."):
+        if field is not None:
+            model = model_of(field.annotation)
+        field = model.model_fields[part]
+    assert field is not None and field.description, f"{key} has no description"
+    text = field.description[0].upper() + field.description[1:]
+    return text if text.endswith(".") else text + "."
