@@ -45,7 +45,7 @@ FLAG_KEYS = {
     "resume": "training.resume",
     "suites": "scoring.suites",
     "baseline": "scoring.baseline",
-    "model": "model",
+    "base_model": "base_model",
 }
 
 
@@ -97,7 +97,7 @@ def _report(result: StageResult) -> None:
 def source(
     output: OutputOpt,
     sources: Annotated[Optional[list[str]], _flag("sources", "--source")] = None,
-    model: Annotated[Optional[str], _flag("model", "--model")] = None,
+    base_model: Annotated[Optional[str], _flag("base_model", "--base-model")] = None,
     min_tokens: Annotated[Optional[int], _flag("min_tokens", "--min-tokens")] = None,
     max_tokens: Annotated[Optional[int], _flag("max_tokens", "--max-tokens")] = None,
     max_documents: Annotated[Optional[int], _flag("max_documents", "--max-documents")] = None,
@@ -109,10 +109,10 @@ def source(
     """Source long texts: read, clean, deduplicate, length-filter."""
     cfg = _config(preset, config, set_, "sourcing", {
         "sources": sources or None, "min_tokens": min_tokens, "max_tokens": max_tokens,
-        "max_documents": max_documents, "seed": seed, "strict": strict, "model": model})
+        "max_documents": max_documents, "seed": seed, "strict": strict, "base_model": base_model})
     from longalign.sourcing import source as run
 
-    _report(run(cfg.sourcing, cfg.model, output, overwrite=overwrite))
+    _report(run(cfg.sourcing, cfg.base_model, output, overwrite=overwrite))
 
 
 @app.command()
@@ -137,23 +137,23 @@ def pack(
     strategy: Annotated[Optional[str], _flag("strategy", "--strategy")] = None,
     max_len: Annotated[Optional[int], _flag("max_len", "--max-len")] = None,
     truncation: Annotated[Optional[str], _flag("truncation", "--truncation")] = None,
-    model: Annotated[Optional[str], _flag("model", "--model")] = None,
+    base_model: Annotated[Optional[str], _flag("base_model", "--base-model")] = None,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Tokenise and pack chats into Arrow rows."""
     cfg = _config(preset, config, set_, "packing", {
-        "strategy": strategy, "max_len": max_len, "truncation": truncation, "model": model})
+        "strategy": strategy, "max_len": max_len, "truncation": truncation, "base_model": base_model})
     from longalign.packing import pack as run
 
-    _report(run(cfg.packing, cfg.model, chats, output, overwrite=overwrite))
+    _report(run(cfg.packing, cfg.base_model, chats, output, overwrite=overwrite))
 
 
 @app.command()
 def train(
     packed: Annotated[Path, typer.Option("--packed", help="The packing stage's output directory.")],
     output: OutputOpt,
-    model: Annotated[Optional[str], _flag("model", "--model")] = None,
+    base_model: Annotated[Optional[str], _flag("base_model", "--base-model")] = None,
     loss: Annotated[Optional[str], _flag("loss", "--loss")] = None,
     resume: Annotated[bool, _flag("resume", "--resume")] = False,
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
@@ -161,14 +161,14 @@ def train(
 ) -> None:
     """Fine-tune the base model on packed rows (run under torchrun for several processes)."""
     cfg = _config(preset, config, set_, "training",
-                  {"loss": loss, "model": model, "resume": resume or None})
+                  {"loss": loss, "base_model": base_model, "resume": resume or None})
     import os
 
     from longalign.training import train as run
     from longalign.training.checkpoint import EXIT_CODE, Preempted
 
     try:
-        result = run(cfg.training, cfg.model, packed, output, overwrite=overwrite)
+        result = run(cfg.training, cfg.base_model, packed, output, overwrite=overwrite)
     except Preempted as exc:
         print(f"{exc}; rerun with --resume", file=sys.stderr)
         raise typer.Exit(code=EXIT_CODE) from None
@@ -180,7 +180,7 @@ def train(
 def score(
     model: Annotated[str, typer.Option("--model", help="Fine-tuned checkpoint directory or model spec.")],
     output: OutputOpt,
-    base_model: Annotated[Optional[str], typer.Option(help="Base model spec to compare with.")] = None,
+    base_model: Annotated[Optional[str], _flag("base_model", "--base-model")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory used as haystack.")] = None,
     suite: Annotated[Optional[str], _flag("suites", "--suite", metavar="A,B")] = None,
     baseline: Annotated[Optional[Path], _flag("baseline", "--baseline")] = None,
@@ -251,7 +251,7 @@ def launch(
     from longalign.pipelines.pipeline import LAUNCHER_DEFAULTS
     from longalign.training.launcher.run import plan_from_config
 
-    plan = plan_from_config(run_id, preset, _load_file(config), set_ or [], default_image=IMAGE,
+    plan = plan_from_config(run_id, preset, [config] if config else [], set_ or [], default_image=IMAGE,
                             default_gpu_image=IMAGE_CUDA, launcher_defaults=LAUNCHER_DEFAULTS)
     typer.echo(plan.yaml(), nl=False)
 

@@ -42,7 +42,7 @@ OUTPUT_STAGE = {
 def pipeline_arguments(config: RunConfig) -> dict[str, Any]:
     """The pipeline's parameters for a RunConfig (one JSON object per stage section)."""
     data = config.model_dump(mode="json", exclude_none=True)
-    args: dict[str, Any] = {"model": data["model"]}
+    args: dict[str, Any] = {"base_model": data["base_model"]}
     for stage in STAGES:
         args[f"{stage}_config"] = data[stage]
     return args

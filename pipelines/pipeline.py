@@ -49,21 +49,21 @@ class Outputs(NamedTuple):
     metrics: Metrics
 
 
-def _recipe(train, *, model, sourcing_config, generation_config, packing_config, scoring_config,
+def _recipe(train, *, base_model, sourcing_config, generation_config, packing_config, scoring_config,
             pvc_name, api_key_secret) -> Outputs:
     """The five stages; ``train(packed)`` adds the training task and returns it (its ``model``
     output feeds scoring). Platform settings per stage come from platform.py."""
-    source_task = sourcing(config=sourcing_config, model=model).set_display_name("sourcing")
+    source_task = sourcing(config=sourcing_config, base_model=base_model).set_display_name("sourcing")
     generate_task = generation(
         config=generation_config, corpus=source_task.outputs["corpus"]
     ).set_display_name("generation")
     pack_task = packing(
-        config=packing_config, model=model, chats=generate_task.outputs["chats"]
+        config=packing_config, base_model=base_model, chats=generate_task.outputs["chats"]
     ).set_display_name("packing")
     train_task = train(pack_task.outputs["packed"]).set_display_name("training")
     score_task = scoring(
         config=scoring_config,
-        base_model=model,
+        base_model=base_model,
         model=train_task.outputs["model"],
         corpus=source_task.outputs["corpus"],
     ).set_display_name("scoring")
@@ -83,7 +83,7 @@ def _recipe(train, *, model, sourcing_config, generation_config, packing_config,
 
 @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
 def longalign_pipeline(
-    model: str = DEFAULTS["model"],
+    base_model: str = DEFAULTS["base_model"],
     sourcing_config: dict = DEFAULTS["sourcing"],
     generation_config: dict = DEFAULTS["generation"],
     packing_config: dict = DEFAULTS["packing"],
@@ -96,7 +96,7 @@ def longalign_pipeline(
     gpu_node_selector: dict = {},
     gpu_tolerations: list = [],
 ) -> Outputs:
-    """The whole recipe, training in one pod; `model` is the base model spec, each `*_config` one
+    """The whole recipe, training in one pod; `base_model` is the model to fine-tune, each `*_config` one
     stage's config section.
 
     On Kubernetes: `pvc_name` is the shared ReadWriteMany volume, `api_key_secret` the Secret with the
@@ -106,12 +106,12 @@ def longalign_pipeline(
     """
 
     def train(packed):
-        task = training(config=training_config, base_model=model, packed=packed)
+        task = training(config=training_config, base_model=base_model, packed=packed)
         platform.stage_pod(task, "training", pvc_name=pvc_name)
         return platform.gpu_pod(task, gpu_type=gpu_type, gpu_count=gpu_count,
                                 node_selector=gpu_node_selector, tolerations=gpu_tolerations)
 
-    return _recipe(train, model=model, sourcing_config=sourcing_config,
+    return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
                    scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
 
@@ -119,7 +119,7 @@ def longalign_pipeline(
 @dsl.pipeline(name=MULTINODE_PIPELINE_NAME, description=DESCRIPTION + " Training runs as a "
               "Kubeflow Trainer TrainJob (or PyTorchJob) over several GPU nodes.")
 def longalign_multinode_pipeline(
-    model: str = DEFAULTS["model"],
+    base_model: str = DEFAULTS["base_model"],
     sourcing_config: dict = DEFAULTS["sourcing"],
     generation_config: dict = DEFAULTS["generation"],
     packing_config: dict = DEFAULTS["packing"],
@@ -137,11 +137,11 @@ def longalign_multinode_pipeline(
 
     def train(packed):
         task = training_launcher(
-            config=training_config, launcher_config=launcher_config, base_model=model,
+            config=training_config, launcher_config=launcher_config, base_model=base_model,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed, pvc_name=pvc_name)
         return platform.launcher_pod(task, pvc_name=pvc_name)
 
-    return _recipe(train, model=model, sourcing_config=sourcing_config,
+    return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
                    scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
 

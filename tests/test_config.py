@@ -14,12 +14,12 @@ def test_presets_validate(preset):
 
 def test_overrides_apply_json_values_and_strings():
     cfg = load_run_config("tiny", overrides=[
-        "training.epochs=3", "sourcing.sources=[\"stdlib:\", \"dir:/data\"]", "model=embedded:smollm2",
+        "training.epochs=3", "sourcing.sources=[\"stdlib:\", \"dir:/data\"]", "base_model=embedded:smollm2",
         "packing.strategy=sort",
     ])
     assert cfg.training.epochs == 3
     assert cfg.sourcing.sources == ["stdlib:", "dir:/data"]
-    assert cfg.model == "embedded:smollm2"
+    assert cfg.base_model == "embedded:smollm2"
     assert cfg.packing.strategy == "sort"
     # the rest of the preset is kept
     assert cfg.packing.max_len == PRESETS["tiny"]["packing"]["max_len"]

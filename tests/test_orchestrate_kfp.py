@@ -181,7 +181,7 @@ def test_submit_creates_experiment_and_run_with_spec_params_and_token(kfp_server
     params = run["runtime_config"]["parameters"]
     assert params["gpu_count"] == 4 and params["gpu_node_selector"] == {"pool": "h100"}
     assert params["training_config"]["epochs"] == 3
-    assert params["model"] == "embedded:tiny"
+    assert params["base_model"] == "embedded:tiny"
     spec = run["pipeline_spec"]
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "longalign"
     # the platform spec (volume, secrets, GPUs) travels with the run

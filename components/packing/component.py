@@ -9,7 +9,7 @@ from longalign.components.common import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def packing(
     config: dict,
-    model: str,
+    base_model: str,
     chats: Input[Dataset],
     packed: Output[Dataset],
     summary: Output[Markdown],
@@ -19,7 +19,7 @@ def packing(
 
     Args:
         config: the `packing` config section (see longalign.config.PackingConfig).
-        model: model spec whose tokenizer and chat template are used.
+        base_model: the base model spec, whose tokenizer and chat template are used.
         chats: the generation stage's chats directory.
         packed: output directory (rows-*.arrow, meta.json, stats.json, summary.md).
     """
@@ -27,5 +27,5 @@ def packing(
     from longalign.config import parse_section
     from longalign.packing import pack
 
-    result = pack(parse_section("packing", config), model, chats.path, packed.path)
+    result = pack(parse_section("packing", config), base_model, chats.path, packed.path)
     publish(result, metrics, summary)

@@ -9,7 +9,7 @@ from longalign.components.common import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def sourcing(
     config: dict,
-    model: str,
+    base_model: str,
     corpus: Output[Dataset],
     summary: Output[Markdown],
     metrics: Output[Metrics],
@@ -18,12 +18,12 @@ def sourcing(
 
     Args:
         config: the `sourcing` config section (see longalign.config.SourcingConfig).
-        model: model spec whose tokenizer counts tokens.
+        base_model: the base model spec, whose tokenizer counts tokens.
         corpus: output corpus directory (documents-*.parquet, stats.json, summary.md, lengths.png).
     """
     from longalign.components.common import publish
     from longalign.config import parse_section
     from longalign.sourcing import source
 
-    result = source(parse_section("sourcing", config), model, corpus.path)
+    result = source(parse_section("sourcing", config), base_model, corpus.path)
     publish(result, metrics, summary)

@@ -341,7 +341,7 @@ SECTIONS: dict[str, type[_Section]] = {
 class RunConfig(_Section):
     """The whole pipeline: the base model, one section per stage and the multi-node launcher."""
 
-    model: str = Field(
+    base_model: str = Field(
         "embedded:smollm2", description="the base model, what is fine-tuned: embedded:NAME, a local "
         "directory or a hub id")
     sourcing: SourcingConfig = Field(SourcingConfig(), description="the sourcing stage")

@@ -281,7 +281,7 @@ def test_cli_pack_with_truncation_option(chats, tmp_path):
 
     out = tmp_path / "out"
     result = CliRunner().invoke(app, [
-        "pack", "--chats", str(chats), "-o", str(out), "--preset", "tiny", "--model", "embedded:tiny",
+        "pack", "--chats", str(chats), "-o", str(out), "--preset", "tiny", "--base-model", "embedded:tiny",
         "--strategy", "pack", "--max-len", str(MAX_LEN), "--truncation", "middle"])
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())

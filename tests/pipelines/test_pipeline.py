@@ -69,7 +69,7 @@ def test_caching_follows_the_per_stage_policy(spec):
 
 def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
     params = load(spec)["root"]["inputDefinitions"]["parameters"]
-    assert params["model"]["parameterType"] == "STRING"
+    assert params["base_model"]["parameterType"] == "STRING"
     for stage in STAGES:
         p = params[f"{stage}_config"]
         assert p["parameterType"] == "STRUCT"

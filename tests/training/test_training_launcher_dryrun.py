@@ -27,7 +27,7 @@ def test_dry_run_prints_what_the_launch_would_create(capsys, tmp_path, monkeypat
     for name in ("LONGALIGN_POD_NAME", "LONGALIGN_POD_UID", "LONGALIGN_POD_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
     config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump({"model": "Qwen/Qwen2.5-7B-Instruct",
+    config.write_text(yaml.safe_dump({"base_model": "Qwen/Qwen2.5-7B-Instruct",
                                       "training": {"epochs": 2},
                                       "launcher": {"namespace": "team-a", "num_nodes": 8}}))
     code, out, err = run(capsys, "--dry-run", "--run-id", RUN_ID, "--config", str(config),
@@ -35,11 +35,11 @@ def test_dry_run_prints_what_the_launch_would_create(capsys, tmp_path, monkeypat
                          "--set", "training.learning_rate=1e-5")
     assert code == 0, err
     (job,) = list(yaml.safe_load_all(out))
-    cfg = load_run_config("default", {"model": "Qwen/Qwen2.5-7B-Instruct", "training": {"epochs": 2}},
+    cfg = load_run_config("default", {"base_model": "Qwen/Qwen2.5-7B-Instruct", "training": {"epochs": 2}},
                           ["training.learning_rate=1e-5"])
     launcher = {**LAUNCHER_DEFAULTS, "namespace": "team-a", "num_nodes": 8, "gpus_per_node": 8,
                 "node_selector": {"pool": "h100"}}
-    expected = plan_launch(cfg.training.model_dump(mode="json"), launcher, cfg.model, RUN_ID,
+    expected = plan_launch(cfg.training.model_dump(mode="json"), launcher, cfg.base_model, RUN_ID,
                            default_image=IMAGE, default_gpu_image=IMAGE_CUDA, environ={})
     assert job == expected.manifest
     assert job["spec"]["runtimeRef"]["name"] == LAUNCHER_DEFAULTS["runtime"]  # the pipeline's default

@@ -102,7 +102,7 @@ def test_trainjob_command_runs_longalign_train_on_volume_paths_under_torchrun():
     assert root == f"/mnt/longalign/runs/{m['metadata']['name']}"
     assert cmd[cmd.index("--packed") + 1] == f"{root}/packed"
     assert cmd[cmd.index("--output") + 1] == f"{root}/model"
-    assert cmd[cmd.index("--model") + 1] == "meta-llama/Llama-3.1-8B"
+    assert cmd[cmd.index("--base-model") + 1] == "meta-llama/Llama-3.1-8B"
 
 
 def test_training_section_survives_the_trip_through_the_command_line():

@@ -42,7 +42,7 @@ CONFIG = dict(epochs=3, learning_rate=0.01, warmup_ratio=0.2, checkpoint_every=2
 
 def _train(script, packed, out, kill_at=0, *extra):
     cmd = [sys.executable, str(script), str(kill_at), "train", "--packed", str(packed),
-           "-o", str(out), "--model", "embedded:tiny",
+           "-o", str(out), "--base-model", "embedded:tiny",
            *[a for k, v in CONFIG.items() for a in ("--set", f"{k}={v}")], *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ def test_cli_train_under_torchrun_with_two_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longalign.cli", "train",
-         "--packed", str(packed), "-o", str(tmp_path / "out"), "--model", "embedded:tiny",
+         "--packed", str(packed), "-o", str(tmp_path / "out"), "--base-model", "embedded:tiny",
          "--set", "epochs=2", "--set", "learning_rate=0.01"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -85,7 +85,7 @@ def train_args(training: dict[str, Any], base_model: str, paths: RunPaths) -> li
     """
     if "resume" in training:
         training = {**training, "resume": True}
-    args = ["train", "--packed", paths.packed, "--output", paths.model, "--model", base_model]
+    args = ["train", "--packed", paths.packed, "--output", paths.model, "--base-model", base_model]
     for key in sorted(training):
         args += ["--set", f"training.{key}={json.dumps(training[key])}"]
     return args

@@ -3,7 +3,6 @@ manifest, submit, wait, and describe the checkpoint it wrote (what the KFP compo
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import time
@@ -133,28 +132,17 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def plan_from_config(run_id: str, preset: str, file_data: dict[str, Any] | None,
-                     sets: list[str], *, default_image: str, default_gpu_image: str | None = None,
+def plan_from_config(run_id: str, preset: str, files: list[Any], sets: list[str], *,
+                     default_image: str, default_gpu_image: str | None = None,
                      launcher_defaults: dict[str, Any] | None = None) -> LaunchPlan:
-    """``longalign launch --dry-run``: the plan from a preset, a config file whose ``launcher``
-    section updates ``launcher_defaults`` (the pipeline's), and ``--set`` overrides
-    (``launcher.KEY=VALUE`` among them)."""
-    from longalign.config import load_run_config, parse_value
+    """``longalign launch --dry-run``: the plan from the run config (the one loader: preset,
+    config ``files``, ``--set`` overrides), whose ``launcher`` section updates
+    ``launcher_defaults`` (the pipeline's)."""
+    from longalign.config import load_run_config
 
-    data = dict(file_data or {})
-    launcher = copy.deepcopy({**(launcher_defaults or {}), **(data.pop("launcher", None) or {})})
-    others = []
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not (sep and key.startswith("launcher.")):
-            others.append(item)
-            continue
-        node, parts = launcher, key.split(".")[1:]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = parse_value(value)
-    cfg = load_run_config(preset, data, others)
-    return plan_launch(cfg.training.model_dump(mode="json"), launcher, cfg.model, run_id,
+    cfg = load_run_config(preset, overrides=sets, files=files)
+    launcher = {**(launcher_defaults or {}), **cfg.launcher.model_dump(mode="json", exclude_unset=True)}
+    return plan_launch(cfg.training.model_dump(mode="json"), launcher, cfg.base_model, run_id,
                        default_image=default_image, default_gpu_image=default_gpu_image)
 
 
