@@ -18,6 +18,11 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_REF = re.compile(r"^([a-z0-9]([-.a-z0-9]*[a-z0-9])?)/([-._A-Za-z0-9]+)$")
 _SECRET_LIKE = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "ACCESS_KEY")
+_PATTERNS = {  # field: (pattern, what a value must look like)
+    "name_prefix": (r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "must start with a letter and hold only a-z, 0-9 and '-'"),
+    "gpu_resource": (r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+                     "must be an extended resource name like nvidia.com/gpu"),
+}
 
 
 class LauncherConfig(Section):
@@ -93,18 +98,12 @@ class LauncherConfig(Section):
             raise ValueError(f"must be a lower-case DNS name, got {v!r}")
         return v
 
-    @field_validator("name_prefix")
+    @field_validator("name_prefix", "gpu_resource")
     @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", v):
-            raise ValueError(f"must start with a letter and hold only a-z, 0-9 and '-', got {v!r}")
-        return v
-
-    @field_validator("gpu_resource")
-    @classmethod
-    def _resource(cls, v: str) -> str:
-        if not re.match(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$", v):
-            raise ValueError(f"must be an extended resource name like nvidia.com/gpu, got {v!r}")
+    def _pattern(cls, v: str, info: Any) -> str:
+        pattern, rule = _PATTERNS[info.field_name]
+        if not re.match(pattern, v):
+            raise ValueError(f"{rule}, got {v!r}")
         return v
 
     @field_validator("env")
