@@ -65,6 +65,11 @@ class SourcingConfig(_Section):
         "no mix)")
     mix_unit: Literal["tokens", "documents"] = Field(
         "tokens", description="what the mix shares count: tokens or documents")
+    fingerprint: Literal["stat", "content"] = Field(
+        "stat", description="How the data fingerprint (the uncached step in front of sourcing that "
+        "decides whether sourcing re-runs) compares the files of dir: sources, local hf: folders and "
+        "git: trees without a commit: 'stat' by size and modification time, 'content' by SHA-256 of "
+        "each file. jsonl: and parquet: files are always hashed, git: repositories count by commit.")
 
     @model_validator(mode="after")
     def _check_range(self) -> "SourcingConfig":

@@ -179,6 +179,10 @@ def summary_markdown(stats: dict) -> str:
         pct = lengths["percentiles"]
         out += ["## Token lengths of kept documents\n",
                 markdown_table([tuple(f"{v:.0f}" for v in pct.values())], tuple(pct))]
+    fp = stats.get("data_fingerprint")
+    if fp:
+        out += ["## Data fingerprint\n", f"`{fp['digest']}` ({fp['mode']}): the sourcing task re-runs "
+                "when it changes.\n"]
     examples = stats["rejection_examples"][:10]
     if examples:
         out.append("## First rejections\n")

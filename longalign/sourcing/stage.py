@@ -244,9 +244,14 @@ def _candidates(readers: list[Reader], config: SourcingConfig, run: _Run,
 
 
 def source(
-    config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False
+    config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False,
+    fingerprint: dict | None = None,
 ) -> StageResult:
     """Build the long-document corpus described by ``config`` into the directory ``output``.
+
+    ``fingerprint`` is the data fingerprint the pipeline computed in front of this stage
+    (``longalign.sourcing.fingerprint``); without one it is computed here. It is recorded in the
+    stats (``data_fingerprint``) so that the model built from this corpus can carry it.
 
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
     (atomically) and returns the StageResult. Token lengths are counted with ``model``'s tokenizer.
@@ -254,6 +259,10 @@ def source(
     mode, or when no document is kept (then nothing is written).
     """
     readers: list[Reader] = [open_reader(spec) for spec in config.sources]
+    if not fingerprint:
+        from longalign.sourcing.fingerprint import fingerprint as compute
+
+        fingerprint = compute(config)
     if config.mix is not None:
         mix_groups([r.source.group for r in readers], config.mix)  # fail before any work
     tally = Tally(list(dict.fromkeys(config.sources)))
@@ -304,6 +313,7 @@ def source(
         low = min(b[0] for b in run.bounds.values())
         high = max(b[1] for b in run.bounds.values())
         stats = build_stats(tally, config, model, selection, run.writer.shards, (low, high))
+        stats["data_fingerprint"] = fingerprint
         result = StageResult("sourcing", Path(output), stats, metrics=numeric(stats["metrics"]),
                              headline={k: stats[k] for k in ("documents_kept", "tokens_kept")},
                              summary="summary.md")
