@@ -21,9 +21,10 @@ from longalign.config.base import (DATA_MOUNT, PVC_NAME, deep_merge, parse_value
                                    validate)
 from longalign.config.base import Section as _Section
 from longalign.config.launcher import LauncherConfig
+from longalign.config.promotion import PromotionConfig
 from longalign.errors import UserError
 
-__all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
+__all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "PromotionConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
            "load_run_config", "parse_section", "parse_value", "read_config_file", "describe"]
 
 
@@ -340,6 +341,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "training": TrainingConfig,
     "scoring": ScoringConfig,
     "launcher": LauncherConfig,
+    "promotion": PromotionConfig,
 }
 
 
@@ -356,6 +358,8 @@ class RunConfig(_Section):
     scoring: ScoringConfig = Field(ScoringConfig(), description="the scoring stage")
     launcher: LauncherConfig = Field(
         LauncherConfig(), description="the multi-node training job (the longalign-multinode pipeline)")
+    promotion: PromotionConfig = Field(
+        PromotionConfig(), description="the promotion gate at the end of a run and the model registry")
 
 
 PRESET_DIR = Path(__file__).with_name("presets")
