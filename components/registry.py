@@ -2,13 +2,17 @@
 
 ``STAGE_COMPONENTS``: one per stage, compiled to ``components/<stage>/component.yaml``.
 ``COMPONENTS``: every reusable component by export name, with the folder and file it compiles to
-(the stages plus the multi-node training launcher, ``components/training/launcher.yaml``).
+(the stages plus the multi-node training launcher, ``components/training/launcher.yaml``, and
+the data fingerprint in front of sourcing, ``components/sourcing/fingerprint.yaml``, and the
+promotion gate at the end, ``components/promotion/component.yaml``).
 """
 
 from longalign.components.generation.component import generation
 from longalign.components.packing.component import packing
+from longalign.components.promotion.component import promotion
 from longalign.components.scoring.component import scoring
 from longalign.components.sourcing.component import sourcing
+from longalign.components.sourcing.fingerprint import fingerprint
 from longalign.components.training.component import training
 from longalign.components.training.launcher import training_launcher
 
@@ -23,6 +27,8 @@ STAGE_COMPONENTS = {
 # export name -> (folder under components/, compiled file name, component)
 COMPONENTS = {stage: (stage, "component.yaml", c) for stage, c in STAGE_COMPONENTS.items()}
 COMPONENTS["training_launcher"] = ("training", "launcher.yaml", training_launcher)
+COMPONENTS["fingerprint"] = ("sourcing", "fingerprint.yaml", fingerprint)
+COMPONENTS["promotion"] = ("promotion", "component.yaml", promotion)
 
-__all__ = ["COMPONENTS", "STAGE_COMPONENTS", "generation", "packing", "scoring", "sourcing", "training",
-           "training_launcher"]
+__all__ = ["COMPONENTS", "STAGE_COMPONENTS", "fingerprint", "generation", "packing", "promotion", "scoring", "sourcing",
+           "training", "training_launcher"]

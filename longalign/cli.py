@@ -227,6 +227,8 @@ def run(
     for key, value in sorted(summary.get("scores", {}).items()):
         scores.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(scores)
+    if "promotion" in summary:
+        console.print(summary["promotion"]["message"])
     console.print(f"pipeline finished in {summary['seconds']} s; report: "
                   f"{Path(summary['outputs']['scores']) / 'report.html'}")
 

@@ -36,6 +36,7 @@ OUTPUT_STAGE = {
     "scores": "scoring",
     "report": "scoring",
     "metrics": "scoring",
+    "decision": "promotion",
 }
 
 
@@ -45,6 +46,7 @@ def pipeline_arguments(config: RunConfig) -> dict[str, Any]:
     args: dict[str, Any] = {"base_model": data["base_model"]}
     for stage in STAGES:
         args[f"{stage}_config"] = data[stage]
+    args["promotion_config"] = data["promotion"]
     return args
 
 
@@ -126,6 +128,10 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    if config.promotion.registry == "local" and config.promotion.index_dir is None:
+        # a local run keeps its promoted-model index next to its runs and cache
+        promotion = config.promotion.model_copy(update={"index_dir": str(root / "registry")})
+        config = config.model_copy(update={"promotion": promotion})
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
@@ -145,6 +151,9 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     outputs = {name: artifact.path for name, artifact in task.outputs.items()}
     summary: dict[str, Any] = {"seconds": round(seconds, 1), "root": str(root), "outputs": outputs}
     summary["scores"] = StageResult.load(outputs["scores"]).headline
+    decision = Path(outputs.get("decision", "")) / "decision.json"
+    if decision.is_file():
+        summary["promotion"] = json.loads(decision.read_text())
     return summary
 
 

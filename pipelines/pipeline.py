@@ -23,7 +23,9 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
-from longalign.components.registry import generation, packing, scoring, sourcing, training
+from longalign.components.registry import (
+    fingerprint, generation, packing, promotion, scoring, sourcing, training,
+)
 from longalign.components.training.launcher import training_launcher
 from longalign.config import PRESETS, RunConfig
 from longalign.pipelines import platform
@@ -47,13 +49,20 @@ class Outputs(NamedTuple):
     scores: Dataset
     report: HTML
     metrics: Metrics
+    decision: Dataset
 
 
 def _recipe(train, *, base_model, sourcing_config, generation_config, packing_config, scoring_config,
-            pvc_name, api_key_secret) -> Outputs:
+            promotion_config, pvc_name, api_key_secret) -> Outputs:
     """The five stages; ``train(packed)`` adds the training task and returns it (its ``model``
     output feeds scoring). Platform settings per stage come from platform.py."""
-    source_task = sourcing(config=sourcing_config, base_model=base_model).set_display_name("sourcing")
+    # Uncached: its output parameter is part of the sourcing task's cache key, so sourcing and
+    # everything after it re-run exactly when the data changed (new files, commits, revisions).
+    fingerprint_task = fingerprint(config=sourcing_config).set_display_name("fingerprint")
+    source_task = sourcing(
+        config=sourcing_config, base_model=base_model,
+        data_fingerprint=fingerprint_task.outputs["fingerprint"],
+    ).set_display_name("sourcing")
     generate_task = generation(
         config=generation_config, corpus=source_task.outputs["corpus"]
     ).set_display_name("generation")
@@ -67,8 +76,19 @@ def _recipe(train, *, base_model, sourcing_config, generation_config, packing_co
         model=train_task.outputs["model"],
         corpus=source_task.outputs["corpus"],
     ).set_display_name("scoring")
-    for stage, task in {"sourcing": source_task, "generation": generate_task, "packing": pack_task,
-                        "scoring": score_task}.items():
+    # Last and uncached: compares with the last promoted version and registers the model when
+    # the gate passes (the registry's state is not part of any cache key).
+    promote_task = promotion(
+        config=promotion_config,
+        base_model=base_model,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        model=train_task.outputs["model"],
+        scores=score_task.outputs["scores"],
+        corpus=source_task.outputs["corpus"],
+    ).set_display_name("promotion")
+    for stage, task in {"fingerprint": fingerprint_task, "sourcing": source_task,
+                        "generation": generate_task, "packing": pack_task, "scoring": score_task,
+                        "promotion": promote_task}.items():
         platform.stage_pod(task, stage, pvc_name=pvc_name, api_key_secret=api_key_secret)
     return Outputs(
         corpus=source_task.outputs["corpus"],
@@ -78,6 +98,7 @@ def _recipe(train, *, base_model, sourcing_config, generation_config, packing_co
         scores=score_task.outputs["scores"],
         report=score_task.outputs["report"],
         metrics=score_task.outputs["metrics"],
+        decision=promote_task.outputs["decision"],
     )
 
 
@@ -89,6 +110,7 @@ def longalign_pipeline(
     packing_config: dict = DEFAULTS["packing"],
     training_config: dict = DEFAULTS["training"],
     scoring_config: dict = DEFAULTS["scoring"],
+    promotion_config: dict = DEFAULTS["promotion"],
     pvc_name: str = platform.PVC_NAME,
     api_key_secret: str = platform.API_KEY_SECRET,
     gpu_type: str = platform.GPU_TYPE,
@@ -97,7 +119,7 @@ def longalign_pipeline(
     gpu_tolerations: list = [],
 ) -> Outputs:
     """The whole recipe, training in one pod; `base_model` is the model to fine-tune, each `*_config` one
-    stage's config section.
+    stage's config section (`promotion_config`: the gate and the registry of the last step).
 
     On Kubernetes: `pvc_name` is the shared ReadWriteMany volume, `api_key_secret` the Secret with the
     teacher/judge API keys, and `gpu_*` place the training pod (e.g. node selector
@@ -113,7 +135,8 @@ def longalign_pipeline(
 
     return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
-                   scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
+                   scoring_config=scoring_config, promotion_config=promotion_config,
+                   pvc_name=pvc_name, api_key_secret=api_key_secret)
 
 
 @dsl.pipeline(name=MULTINODE_PIPELINE_NAME, description=DESCRIPTION + " Training runs as a "
@@ -125,6 +148,7 @@ def longalign_multinode_pipeline(
     packing_config: dict = DEFAULTS["packing"],
     training_config: dict = DEFAULTS["training"],
     scoring_config: dict = DEFAULTS["scoring"],
+    promotion_config: dict = DEFAULTS["promotion"],
     launcher_config: dict = LAUNCHER_DEFAULTS,
     pvc_name: str = platform.PVC_NAME,
     api_key_secret: str = platform.API_KEY_SECRET,
@@ -143,7 +167,8 @@ def longalign_multinode_pipeline(
 
     return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
-                   scoring_config=scoring_config, pvc_name=pvc_name, api_key_secret=api_key_secret)
+                   scoring_config=scoring_config, promotion_config=promotion_config,
+                   pvc_name=pvc_name, api_key_secret=api_key_secret)
 
 
 PIPELINES = {PIPELINE_NAME: longalign_pipeline, MULTINODE_PIPELINE_NAME: longalign_multinode_pipeline}

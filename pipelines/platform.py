@@ -39,11 +39,13 @@ SECRET_ENV = {
 # activeDeadlineSeconds per task pod.
 HOUR = 3600
 TIMEOUT_SECONDS = {
+    "fingerprint": 1 * HOUR,  # lists files and commits; hashes jsonl/parquet files
     "sourcing": 6 * HOUR,
     "generation": 24 * HOUR,  # an API or vLLM teacher over many long documents
     "packing": 6 * HOUR,
     "training": 72 * HOUR,
     "scoring": 12 * HOUR,
+    "promotion": 1 * HOUR,
 }
 
 # Stages that talk to a teacher/judge endpoint or a model hub can fail transiently: retry them
@@ -59,7 +61,10 @@ RETRIES = {
 # artifacts (the image tag is the package version, so new code gets new keys): all are cached,
 # training included, so a re-run after a scoring change does not retrain. A task whose effect lives
 # outside its artifacts (the Trainer launcher: a TrainJob, checkpoints on the volume) is not cached.
-CACHING = {"sourcing": True, "generation": True, "packing": True, "training": True, "scoring": True}
+# The data fingerprint in front of sourcing is never cached: it is what notices new data.
+CACHING = {"fingerprint": False, "sourcing": True, "generation": True, "packing": True, "training": True, "scoring": True,
+           # The promotion gate reads and writes the registry, which no cache key covers.
+           "promotion": False}
 LAUNCHER_CACHING = False
 
 # /dev/shm for the training pod (NCCL and DataLoader workers need more than the default 64 MiB).

@@ -186,10 +186,14 @@ def test_submit_creates_experiment_and_run_with_spec_params_and_token(kfp_server
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "longalign"
     # the platform spec (volume, secrets, GPUs) travels with the run
     executors = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{s}" for s in ("sourcing", "generation", "packing", "training", "scoring")}
-    # without --no-cache each task keeps its compiled caching setting
+    assert set(executors) == {f"exec-{s}" for s in ("fingerprint", "sourcing", "generation", "packing",
+                                                    "training", "scoring", "promotion")}
+    # without --no-cache each task keeps its compiled caching setting: the stages cached, the data
+    # fingerprint in front and the promotion gate at the end never
     tasks = spec["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert all(t["cachingOptions"] == {"enableCache": True} for t in tasks.values())
+    assert {n for n, t in tasks.items() if t.get("cachingOptions") != {"enableCache": True}} == {
+        "fingerprint", "promotion"}
+    assert params["promotion_config"]["model_name"] == "longalign"
 
 
 def test_submit_no_cache_turns_caching_off_for_every_task(kfp_server, tmp_path, monkeypatch, capsys):
@@ -242,6 +246,8 @@ def test_schedule_first_time_uploads_pipeline_and_creates_recurring_run(kfp_serv
     assert upload["query"]["name"] == ["longalign"]
     assert b'name="uploadfile"' in upload["body"] and b"pipelineInfo:" in upload["body"]
     assert b"platforms:" in upload["body"]  # the uploaded YAML carries the platform spec
+    # each retrain fingerprints the data first and ends with the promotion gate
+    assert b"exec-fingerprint:" in upload["body"] and b"exec-promotion:" in upload["body"]
     listing = only(kfp_server, "GET", f"{API}/recurringruns")
     assert listing["query"]["experiment_id"] == ["exp-3"]
     job = body(only(kfp_server, "POST", f"{API}/recurringruns"))

@@ -13,6 +13,7 @@ def sourcing(
     corpus: Output[Dataset],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    data_fingerprint: dict = {},
 ):
     """Read long texts from the configured sources, clean, deduplicate and length-filter them.
 
@@ -20,10 +21,14 @@ def sourcing(
         config: the `sourcing` config section (see longalign.config.SourcingConfig).
         base_model: the base model spec, whose tokenizer counts tokens.
         corpus: output corpus directory (documents-*.parquet, stats.json, summary.md, lengths.png).
+        data_fingerprint: the sourcing_fingerprint task's output; part of this task's cache key,
+            recorded in stats.json and the corpus metadata (computed here when empty).
     """
     from longalign.components.common import publish
     from longalign.config import parse_section
     from longalign.sourcing import source
 
-    result = source(parse_section("sourcing", config), base_model, corpus.path)
+    result = source(parse_section("sourcing", config), base_model, corpus.path,
+                    fingerprint=data_fingerprint or None)
+    corpus.metadata["data_fingerprint"] = result["data_fingerprint"]["digest"]
     publish(result, metrics, summary)

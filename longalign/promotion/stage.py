@@ -24,6 +24,7 @@ from longalign.errors import UserError
 from longalign.io import atomic_dir, read_json, write_json
 from longalign.promotion.gate import gate, table
 from longalign.promotion.index import LocalIndex
+from longalign.results import StageResult
 
 log = logging.getLogger("longalign")
 SCORE_PREFIX = "score:"
@@ -88,9 +89,10 @@ def _previous_scores(version: dict[str, Any] | None) -> dict[str, float] | None:
 def promote(config: PromotionConfig, model_dir: str | os.PathLike, scores_dir: str | os.PathLike,
             output: str | os.PathLike, *, corpus_dir: str | os.PathLike | None = None,
             uri: str | None = None, run_id: str = "", base_model: str = "",
-            overwrite: bool = False) -> dict[str, Any]:
+            overwrite: bool = False) -> StageResult:
     """Gate and register; writes ``decision.json`` and ``report.md`` into ``output`` and returns
-    the decision (``status``: promoted, blocked or unchanged; ``message``; ``comparison``)."""
+    the StageResult whose stats are the decision (``status``: promoted, blocked or unchanged;
+    ``message``; ``version``; ``comparison``)."""
     scores, scoring_digest = suite_scores(scores_dir)
     target = model_uri(model_dir, uri)
     fingerprint = data_fingerprint(corpus_dir)
@@ -126,13 +128,16 @@ def promote(config: PromotionConfig, model_dir: str | os.PathLike, scores_dir: s
     decision["metrics"] = {"promoted": int(decision["status"] == "promoted"),
                            **{f"{r['suite'].replace('-', '_')}_vs_promoted": round(r["delta"], 6)
                               for r in result["suites"] if r["delta"] is not None}}
+    result = StageResult("promotion", Path(output), decision, metrics=decision["metrics"],
+                         headline={"promoted": decision["metrics"]["promoted"]}, summary="report.md")
     with atomic_dir(output, overwrite=overwrite) as tmp:
         write_json(tmp / "decision.json", decision)
         (tmp / "report.md").write_text(report_markdown(decision))
+        result.write(tmp)
     log.info("%s", decision["message"])
     if decision["status"] == "blocked" and config.fail_on_block:
         raise UserError(decision["message"])
-    return decision
+    return result
 
 
 def report_markdown(decision: dict[str, Any]) -> str:

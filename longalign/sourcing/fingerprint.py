@@ -31,6 +31,7 @@ from typing import Any, Iterable, Literal
 
 from longalign.config import SourcingConfig
 from longalign.errors import UserError
+from longalign.results import StageResult
 from longalign.sourcing.base import selected
 from longalign.sourcing.read_files import _directory, _git, list_tree, walk_files
 from longalign.sourcing.read_tables import _files
@@ -195,6 +196,18 @@ def metrics(fp: dict[str, Any]) -> dict[str, int]:
     return {"sources": len(entries), "files": sum(int(e.get("files", 0)) for e in entries),
             "bytes": sum(int(e.get("bytes", 0)) for e in entries),
             "unresolved": sum(1 for e in entries if e.get("note"))}
+
+
+def fingerprint_result(config: SourcingConfig, folder: str | os.PathLike) -> StageResult:
+    """The pipeline step: the fingerprint as a StageResult (stats = the fingerprint, its metrics,
+    and ``summary.md`` written into ``folder``)."""
+    fp = fingerprint(config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.md").write_text(markdown(fp))
+    numbers = metrics(fp)
+    return StageResult("fingerprint", folder, fp, metrics=numbers,
+                       headline={k: numbers[k] for k in ("files", "bytes")}, summary="summary.md")
 
 
 def describe(fp: dict[str, Any]) -> str:

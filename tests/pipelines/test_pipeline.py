@@ -11,6 +11,9 @@ from longalign.pipelines import platform
 from longalign.orchestrate import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
+# The stage tasks plus the steps around them: the data fingerprint in front of sourcing and the
+# promotion gate after scoring.
+TASKS = ("fingerprint", *STAGES, "promotion")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def test_committed_pipeline_yaml_matches_code(spec):
 def test_five_stage_tasks_with_typed_artifact_edges(spec):
     ir = load(spec)
     tasks = ir["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STAGES)
+    assert sorted(tasks) == sorted(TASKS)
     edges = {}
     for name, task in tasks.items():
         for input_name, arg in task["inputs"].get("artifacts", {}).items():
@@ -54,6 +57,9 @@ def test_five_stage_tasks_with_typed_artifact_edges(spec):
         ("training", "packed"): ("packing", "packed"),
         ("scoring", "model"): ("training", "model"),
         ("scoring", "corpus"): ("sourcing", "corpus"),
+        ("promotion", "model"): ("training", "model"),
+        ("promotion", "scores"): ("scoring", "scores"),
+        ("promotion", "corpus"): ("sourcing", "corpus"),
     }
     # artifacts are typed
     comps = ir["components"]
@@ -65,12 +71,24 @@ def test_caching_follows_the_per_stage_policy(spec):
     tasks = load(spec)["root"]["dag"]["tasks"]
     for name, task in tasks.items():
         assert task["cachingOptions"] == ({"enableCache": True} if platform.CACHING[name] else {}), name
+    assert platform.CACHING["fingerprint"] is False and platform.CACHING["promotion"] is False
+    assert all(platform.CACHING[s] for s in STAGES)
+
+
+def test_the_fingerprint_is_a_parameter_input_of_sourcing(spec):
+    """Parameters enter the cache key by value, artifacts only by URI: a changed fingerprint
+    changes sourcing's key, an unchanged one (from an uncached task) keeps it."""
+    tasks = load(spec)["root"]["dag"]["tasks"]
+    assert tasks["sourcing"]["inputs"]["parameters"]["data_fingerprint"] == {
+        "taskOutputParameter": {"outputParameterKey": "fingerprint", "producerTask": "fingerprint"}}
+    assert tasks["fingerprint"]["inputs"]["parameters"]["config"] == {"componentInputParameter": "sourcing_config"}
+    assert "artifacts" not in tasks["fingerprint"].get("inputs", {})
 
 
 def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
     params = load(spec)["root"]["inputDefinitions"]["parameters"]
     assert params["base_model"]["parameterType"] == "STRING"
-    for stage in STAGES:
+    for stage in (*STAGES, "promotion"):
         p = params[f"{stage}_config"]
         assert p["parameterType"] == "STRUCT"
         assert p["defaultValue"], stage
@@ -82,7 +100,7 @@ def test_image_tag_is_the_version_and_code_digest(spec):
     executors = load(spec)["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
     assert images == {f"exec-{stage}": f"ghcr.io/longalign/longalign{'-cuda' if stage == 'training' else ''}:"
-                      f"{image_tag()}" for stage in STAGES}
+                      f"{image_tag()}" for stage in TASKS}
 
 
 def test_platform_parameters_have_defaults_matching_k8s(spec):
@@ -103,7 +121,7 @@ def test_platform_parameters_have_defaults_matching_k8s(spec):
 
 
 def test_every_task_mounts_the_shared_volume_named_by_the_parameter(platform_spec):
-    assert set(platform_spec) == {f"exec-{stage}" for stage in STAGES}
+    assert set(platform_spec) == {f"exec-{stage}" for stage in TASKS}
     for name, executor in platform_spec.items():
         (mount,) = executor["pvcMount"]
         assert mount["mountPath"] == platform.DATA_MOUNT, name
@@ -111,13 +129,13 @@ def test_every_task_mounts_the_shared_volume_named_by_the_parameter(platform_spe
 
 
 def test_timeouts_per_task(platform_spec):
-    for stage in STAGES:
+    for stage in TASKS:
         assert int(platform_spec[f"exec-{stage}"]["activeDeadlineSeconds"]) == platform.TIMEOUT_SECONDS[stage]
     assert platform.TIMEOUT_SECONDS["training"] > platform.TIMEOUT_SECONDS["packing"]
 
 
 def test_api_key_secret_reaches_generation_and_scoring_only(platform_spec):
-    for stage in STAGES:
+    for stage in TASKS:
         secrets = platform_spec[f"exec-{stage}"].get("secretAsEnv", [])
         if stage not in ("generation", "scoring"):
             assert secrets == [], stage
@@ -146,7 +164,7 @@ def test_training_gets_gpus_placement_and_shm_from_parameters(spec, platform_spe
     assert training["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
     assert training["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm",
                                            "sizeLimit": platform.SHM_SIZE, "volumeName": "dshm"}]
-    for stage in STAGES:
+    for stage in TASKS:
         if stage != "training":
             executor = platform_spec[f"exec-{stage}"]
             assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(executor), stage
@@ -155,7 +173,7 @@ def test_training_gets_gpus_placement_and_shm_from_parameters(spec, platform_spe
 
 def test_flaky_stages_retry_with_backoff(spec):
     tasks = load(spec)["root"]["dag"]["tasks"]
-    for stage in STAGES:
+    for stage in TASKS:
         policy = tasks[stage].get("retryPolicy")
         if stage not in platform.RETRIES:
             assert policy is None, stage
@@ -189,3 +207,14 @@ def test_launcher_settings_turn_caching_off_and_share_the_volume():
     assert executor["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
     assert int(executor["activeDeadlineSeconds"]) == platform.TIMEOUT_SECONDS["training"]
     assert "resources" not in ir["deploymentSpec"]["executors"]["exec-launcher"]["container"]
+
+
+def test_promotion_is_the_last_step_and_records_the_run_id(spec):
+    tasks = load(spec)["root"]["dag"]["tasks"]
+    downstream = {t["taskInfo"]["name"] for t in tasks.values()
+                  for d in t.get("dependentTasks", []) if d == "promotion"}
+    assert downstream == set()
+    assert set(tasks["promotion"]["dependentTasks"]) == {"training", "scoring", "sourcing"}
+    params = tasks["promotion"]["inputs"]["parameters"]
+    assert params["config"] == {"componentInputParameter": "promotion_config"}
+    assert params["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}

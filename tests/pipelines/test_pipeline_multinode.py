@@ -32,7 +32,8 @@ def test_launcher_replaces_training_and_feeds_scoring(docs):
     ir = docs[0]
     assert ir["pipelineInfo"]["name"] == "longalign-multinode"
     tasks = ir["root"]["dag"]["tasks"]
-    assert sorted(tasks) == ["generation", "packing", "scoring", "sourcing", "training-launcher"]
+    assert sorted(tasks) == ["fingerprint", "generation", "packing", "promotion", "scoring", "sourcing",
+                             "training-launcher"]
     launcher = tasks["training-launcher"]
     assert launcher["taskInfo"]["name"] == "training"
     assert launcher["inputs"]["artifacts"]["packed"]["taskOutputArtifact"] == {
@@ -42,6 +43,12 @@ def test_launcher_replaces_training_and_feeds_scoring(docs):
     assert launcher["cachingOptions"] == {}  # its effects live on the cluster: never cached
     for name in ("sourcing", "generation", "packing", "scoring"):
         assert tasks[name]["cachingOptions"] == {"enableCache": True}
+    assert tasks["fingerprint"]["cachingOptions"] == {}  # what notices new data: never cached
+    assert tasks["promotion"]["cachingOptions"] == {}  # reads and writes the registry
+    assert tasks["promotion"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "training-launcher", "outputArtifactKey": "model"}
+    assert tasks["sourcing"]["inputs"]["parameters"]["data_fingerprint"]["taskOutputParameter"][
+        "producerTask"] == "fingerprint"
 
 
 def test_launcher_inputs_come_from_run_parameters(docs):

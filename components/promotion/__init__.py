@@ -1,0 +1,1 @@
+"""The promotion gate component (see component.py and README.md)."""
