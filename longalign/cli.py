@@ -349,6 +349,12 @@ def components_export(
         typer.echo(f"wrote {path}")
 
 
+# `longalign models ...` (promoted versions in the registry) lives in its own module.
+from longalign.cli_models import models_app  # noqa: E402  (uses the options defined above)
+
+app.add_typer(models_app, name="models")
+
+
 def _setup_logging() -> None:
     from rich.logging import RichHandler
 

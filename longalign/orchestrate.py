@@ -116,6 +116,15 @@ def compile_components(directory: str | os.PathLike = "components") -> list[Path
     return written
 
 
+def local_promotion(config: RunConfig, root: str | os.PathLike):
+    """The promotion section of a local run: a local index without a folder of its own is kept in
+    ``<root>/registry``, next to the runs and their cache."""
+    promotion = config.promotion
+    if promotion.registry == "local" and promotion.index_dir is None:
+        promotion = promotion.model_copy(update={"index_dir": str(Path(root).resolve() / "registry")})
+    return promotion
+
+
 def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
               enable_caching: bool = True) -> dict[str, Any]:
     """Run the whole DAG on this machine (kfp.local, subprocesses of this interpreter).
@@ -128,10 +137,7 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if config.promotion.registry == "local" and config.promotion.index_dir is None:
-        # a local run keeps its promoted-model index next to its runs and cache
-        promotion = config.promotion.model_copy(update={"index_dir": str(root / "registry")})
-        config = config.model_copy(update={"promotion": promotion})
+    config = config.model_copy(update={"promotion": local_promotion(config, root)})
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
