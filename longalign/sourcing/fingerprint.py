@@ -83,8 +83,9 @@ def _repository(root: Path, source: SourceSpec, mode: Mode) -> dict[str, Any]:
     if commit is None:  # a plain source tree: like dir:
         return {"kind": "files", "mode": mode, **_files_entry(root, files, mode)}
     status = _git(root, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no")
-    changed = sorted({os.fsdecode(entry[3:]) for entry in (status or b"").split(b"\0") if len(entry) > 3})
-    changed = [f for f in changed if f in set(files)]
+    listed = set(files)
+    changed = sorted({os.fsdecode(entry[3:]) for entry in (status or b"").split(b"\0") if len(entry) > 3}
+                     & listed)
     entry: dict[str, Any] = {"kind": "git", "commit": commit, "files": len(files)}
     if changed:  # uncommitted edits of tracked files are read too
         modified = _files_entry(root, changed, "content")
