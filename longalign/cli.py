@@ -349,10 +349,19 @@ def components_export(
         typer.echo(f"wrote {path}")
 
 
-# `longalign models ...` (promoted versions in the registry) lives in its own module.
-from longalign.cli_models import models_app  # noqa: E402  (uses the options defined above)
+@app.command()
+def models(
+    action: Annotated[str, typer.Argument(help="list, archive (roll back) or restore")],
+    version: Annotated[Optional[str], typer.Argument(help="the version to archive or restore, e.g. v3")] = None,
+    preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
+    root: Annotated[Path, typer.Option(help="The root of `longalign run`: its local index is ROOT/registry "
+                                            "unless promotion.index_dir is set.")] = Path("local_outputs"),
+) -> None:
+    """Promoted model versions in the promotion section's registry (local index or Model Registry)."""
+    from longalign.orchestrate import local_promotion
+    from longalign.promotion.versions import models_command
 
-app.add_typer(models_app, name="models")
+    typer.echo(models_command(local_promotion(_config(preset, config, set_, "promotion"), root), action, version))
 
 
 def _setup_logging() -> None:

@@ -36,6 +36,8 @@ def test_local_index_of_a_run_root_lists_archives_and_restores(outputs, tmp_path
     assert "last promoted is now v2" in capsys.readouterr().out
     assert cli(["models", "archive", "v7", "--root", str(root)]) == 2
     assert capsys.readouterr().err.strip() == "error: model 'longalign' has no version 'v7'"
+    assert cli(["models", "archive", "--root", str(root)]) == 2
+    assert capsys.readouterr().err.strip() == "error: 'archive' takes a VERSION, e.g. v3"
 
 
 def test_kubeflow_registry_rollback_through_the_cli(outputs, tmp_path, capsys, monkeypatch):
