@@ -10,6 +10,7 @@ that key's description.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -63,6 +64,12 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override, e.g. --set training.epochs=1 (in a stage command the section may be omitted).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).")]
+
+
+def _load_file(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    from longalign.config import read_config_file
+
+    return read_config_file(path) if path is not None else None
 
 
 def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
@@ -377,14 +384,61 @@ def _setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
+INTERRUPTED = "interrupted: nothing was written (unfinished outputs are removed)"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def error_line(message: object) -> str:
+    """One ``error:`` line: the first line of ``message`` without terminal colour codes."""
+    text = ANSI.sub("", str(message)).strip()
+    first = text.splitlines()[0] if text else "failed"
+    return f"error: {first}"
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: reason`` for an OSError (``A -> B: reason`` for a rename)."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = (exc.strerror or type(exc).__name__).lower()
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason += " (a file is where a folder is needed)"
+    return f"{where}: {reason}" if where else f"{reason}: {exc}"
+
+
+def _interrupted() -> None:
+    from longalign.io import remove_unfinished
+
+    remove_unfinished()
+    print(INTERRUPTED, file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: user mistakes become one line on stderr and exit code 2 (usage errors: click's)."""
+    """Entry point: user mistakes become one line on stderr and exit code 2 (usage errors: click's).
+
+    An OSError that reaches here is a location the user named (an output under a file, a folder
+    without write permission, a missing input): one line naming the path, exit 2. Ctrl-C exits 130
+    with one line; stage outputs are written through a temporary folder, so nothing is left half
+    written.
+    """
     _setup_logging()
     try:
         app(args=argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(error_line(_os_error(exc)), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(error_line("out of memory (lower the sizes in the config, e.g. packing.max_len)"),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _interrupted()
+        return 130
+    except SystemExit as exc:  # typer turns Ctrl-C into exit code 130 without a word
+        if exc.code == 130:
+            _interrupted()
+        raise
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,6 +23,12 @@ from longalign.config.base import Section as _Section
 from longalign.config.launcher import LauncherConfig
 from longalign.config.promotion import PromotionConfig
 from longalign.errors import UserError
+
+# Ceiling of every token length in the config (packing.max_len, sourcing.max_tokens,
+# scoring.lengths, ...): 2,097,152 tokens, four times ProLong's longest (512k). It is checked
+# before anything is sized from these values, so a typo cannot allocate memory by the gigabyte.
+MAX_TOKENS = 2 ** 21
+TokenCount = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 __all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "PromotionConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
            "load_run_config", "parse_section", "parse_value", "read_config_file", "describe"]
@@ -36,9 +42,9 @@ class SourcingConfig(_Section):
         "jsonl:PATH[#field], parquet:PATH[#field], hf:NAME[:config][:split], git:PATH, each with "
         "?key=value options (docs/sourcing.md)")
     min_tokens: int = Field(
-        8192, ge=1, description="documents with fewer tokens (base model's tokenizer) are dropped")
+        8192, ge=1, le=MAX_TOKENS, description="documents with fewer tokens (base model's tokenizer) are dropped")
     max_tokens: int = Field(
-        65536, ge=1, description="longer documents are split at paragraph boundaries (split_long) "
+        65536, ge=1, le=MAX_TOKENS, description="longer documents are split at paragraph boundaries (split_long) "
         "or dropped")
     split_long: bool = Field(
         True, description="split over-long documents at paragraph boundaries instead of dropping")
@@ -147,11 +153,11 @@ class GenerationConfig(_Section):
     teacher_documents: int | None = Field(
         None, ge=0, description="documents given to the teacher (null: all)")
     synthetic_per_document: int = Field(0, ge=0, description="extra exact-answer recall tasks per document")
-    teacher_context_tokens: int = Field(131072, ge=256, description=(
+    teacher_context_tokens: int = Field(131072, ge=256, le=MAX_TOKENS, description=(
         "The teacher's context window in tokens: a document that fits (with the prompt and "
         "max_new_tokens) reaches the teacher whole; only longer ones are middle-truncated and counted. "
         "The local teacher is further capped by its model's positions."))
-    max_new_tokens: int = Field(256, ge=1, description="tokens the teacher may generate per reply")
+    max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="tokens the teacher may generate per reply")
     api: TeacherAPIConfig = Field(TeacherAPIConfig(), description="the teacher endpoint (teacher=openai)")
     prompts_dir: str | None = Field(
         None, description="folder of prompt templates overriding the built-in ones")
@@ -180,7 +186,7 @@ class PackingConfig(_Section):
         "(best-fit decreasing); sort: LongAlign's sorted batching, one sample per row, samples sorted by "
         "length and cut into batches of batch_size, batch order shuffled; naive: one sample per row, "
         "shuffled, batch_size per batch (the padded baseline)")
-    max_len: int = Field(65536, ge=16, description="tokens per packed row (and the longest sample kept)")
+    max_len: int = Field(65536, ge=16, le=MAX_TOKENS, description="tokens per packed row (and the longest sample kept)")
     batch_size: int = Field(
         1, ge=1, description="samples per micro-batch for sort and naive (pack always has one row per "
         "micro-batch)")
@@ -242,7 +248,7 @@ class TrainingConfig(_Section):
         "chunked", description="LM head + cross-entropy: chunked (the head over at most ce_chunk_size "
         "target positions at a time, recomputed in backward) or liger (Liger's fused kernel, GPU extra)")
     ce_chunk_size: int = Field(
-        2048, ge=1, description="target positions per head chunk (cross_entropy=chunked)")
+        2048, ge=1, le=MAX_TOKENS, description="target positions per head chunk (cross_entropy=chunked)")
     distributed: Literal["ddp", "deepspeed", "fsdp2"] = Field(
         "ddp", description="ddp (also one process), deepspeed (see deepspeed_config) or fsdp2")
     deepspeed_config: str = Field(
@@ -307,12 +313,12 @@ class ScoringConfig(_Section):
     suites: list[Literal["needle", "recall", "longbench-chat"]] = Field(
         default_factory=lambda: ["needle", "recall"], min_length=1, description="needle (needle in a "
         "haystack), recall (key-value and passage recall), longbench-chat (needs a judge)")
-    lengths: list[int] = Field(default_factory=lambda: [2048, 4096], min_length=1,
+    lengths: list[TokenCount] = Field(default_factory=lambda: [2048, 4096], min_length=1,
                                description="haystack lengths in tokens")
     depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1,
                                 description="needle depths as fractions of the haystack")
     recall_samples: int = Field(4, ge=1, description="recall cases per task")
-    max_new_tokens: int = Field(32, ge=1, description="answer tokens per case")
+    max_new_tokens: int = Field(32, ge=1, le=MAX_TOKENS, description="answer tokens per case")
     compare_base: bool = Field(True, description="also score the base model, for the comparison")
     seed: int = Field(0, description="seed of needles, depths and recall cases")
     endpoint: EndpointConfig | None = Field(

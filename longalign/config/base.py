@@ -46,11 +46,19 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                        "save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"{what} {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{what} {path}{where}: not valid YAML/JSON: {problem}") from None
     if data is not None and not isinstance(data, dict):
         raise UserError(f"{what} {path} must hold a mapping of sections")
     return data or {}

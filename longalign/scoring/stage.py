@@ -95,6 +95,22 @@ def _model_context(spec: str) -> int | None:
         return None
 
 
+def check_fits(config: ScoringConfig, label: str, spec: str, source: HaystackSource) -> None:
+    """Before any weights load: the suites' cases can be built for ``spec``'s tokenizer (each
+    length holds at least its prompt), and the longest haystack plus the answer budget fits the
+    model's window. Either failure is a one-line UserError naming the option to change."""
+    endpoint = config.endpoint if label == "model" else config.base_endpoint
+    window = (endpoint.context if endpoint is not None else None) or config.longbench_chat.context
+    if window is None and endpoint is None:
+        window = _model_context(spec)
+    longest = max(config.lengths)
+    if window is not None and longest + config.max_new_tokens > window:
+        raise UserError(f"scoring.lengths: the longest haystack ({longest} tokens) plus "
+                        f"scoring.max_new_tokens ({config.max_new_tokens}) exceeds the {window}-token "
+                        f"window of {spec}; lower scoring.lengths")
+    build_cases(config, load_tokenizer(spec), source)
+
+
 def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answerer:
     endpoint = config.endpoint if label == "model" else config.base_endpoint
     if endpoint is not None:  # its own ``context`` wins over the checkpoint's window
@@ -198,6 +214,9 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
     bench = load_benchmark(config.longbench_chat) if LBC in config.suites else None
     judge = judge_endpoint(config.longbench_chat) if bench else None
     source = load_source(corpus, max(lengths)) if offline_suites(config) else None
+    if source is not None:
+        for label, spec in specs.items():
+            check_fits(config, label, spec, source)
     with atomic_dir(output, overwrite=overwrite) as tmp:
         results: dict[str, dict] = {}
         failures: dict[str, dict] = {}

@@ -8,6 +8,7 @@ reported as part rejections; the document goes on without them.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sysconfig
@@ -28,22 +29,73 @@ GIT_MAX_DOC_BYTES = 64 * 1024 * 1024  # default cap of one repository document
 FILE_HEADER = "# ===== file: {} ====="
 
 
-def walk_files(root: Path, skip_dirs: set[str]) -> tuple[list[Path], list[Rejection]]:
-    """All regular files under ``root`` (sorted, relative), skipping hidden entries and ``skip_dirs``."""
+def _link_problem(path: Path, follow_links: bool) -> Optional[tuple[str, str]]:
+    """Why a link is not used (reason, detail), or None when it is followed."""
+    if not follow_links:
+        return "link_skipped", "a symbolic link (the source has follow_links=false)"
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "link_loop", "the link resolves to itself"
+        return "broken_link", f"target {os.readlink(path)!r} not found"
+    return None
+
+
+def walk_files(root: Path, skip_dirs: set[str],
+               follow_links: bool = True) -> tuple[list[Path], list[Rejection]]:
+    """All regular files under ``root`` (sorted, relative), skipping hidden entries and ``skip_dirs``.
+
+    Links to files and folders are followed unless ``follow_links`` is false (Hugging Face cache
+    snapshots are made of links); each real folder is walked once, so link cycles end. Everything
+    left out for another reason than being hidden or in ``skip_dirs`` is returned as a rejection
+    with its reason (link_skipped, broken_link, link_loop, not_regular, unreadable).
+    """
     files: list[Path] = []
     errors: list[Rejection] = []
 
     def onerror(exc: OSError) -> None:
         errors.append(Rejection(str(exc.filename), "unreadable", exc.strerror or str(exc)))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip_dirs]
+    def folder_key(path: Path) -> Optional[tuple[int, int]]:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    walked = {folder_key(root)}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=follow_links):
+        keep = []
+        for name in sorted(dirnames):
+            full = Path(dirpath) / name
+            if name.startswith(".") or name in skip_dirs:
+                continue
+            if full.is_symlink():
+                problem = _link_problem(full, follow_links)
+                if problem:
+                    errors.append(Rejection(str(full), *problem))
+                    continue
+            key = folder_key(full)
+            if key in walked:
+                errors.append(Rejection(str(full), "link_loop", "folder already walked through another path"))
+                continue
+            walked.add(key)
+            keep.append(name)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
             full = Path(dirpath) / name
-            if full.is_file() and not full.is_symlink():
+            if full.is_symlink():
+                problem = _link_problem(full, follow_links)
+                if problem:
+                    errors.append(Rejection(str(full), *problem))
+                    continue
+            if full.is_file():
                 files.append(full.relative_to(root))
+            else:
+                errors.append(Rejection(str(full), "not_regular", "not a regular file (device, pipe or socket)"))
     files.sort(key=lambda p: p.as_posix())
     return files, errors
 
@@ -155,7 +207,7 @@ class DirReader(IndexedReader):
         self.files: list[Path] = []
 
     def index(self) -> list[Rejection]:
-        files, errors = walk_files(self.root, {"__pycache__"})
+        files, errors = walk_files(self.root, {"__pycache__"}, self.source.get("follow_links", True))
         include, exclude = self.source.patterns("include"), self.source.patterns("exclude")
         self.files = [f for f in files if selected(f.as_posix(), include, exclude)]
         return errors
@@ -183,7 +235,7 @@ def _git(root: Path, *args: str) -> Optional[bytes]:
     return done.stdout if done.returncode == 0 else None
 
 
-def list_tree(root: Path) -> tuple[list[str], Optional[str], list[Rejection]]:
+def list_tree(root: Path, follow_links: bool = True) -> tuple[list[str], Optional[str], list[Rejection]]:
     """Files of a source tree (sorted posix paths) and its commit: ``git ls-files`` when ``root``
     is the top of a git work tree (tracked files only), else every non-hidden file."""
     top = _git(root, "rev-parse", "--show-toplevel")
@@ -191,10 +243,17 @@ def list_tree(root: Path) -> tuple[list[str], Optional[str], list[Rejection]]:
         listed = _git(root, "ls-files", "-z", "--cached")
         if listed is not None:
             names = sorted({os.fsdecode(p) for p in listed.split(b"\0") if p})
-            files = [n for n in names if (root / n).is_file() and not (root / n).is_symlink()]
+            files, errors = [], []
+            for name in names:
+                path = root / name
+                problem = _link_problem(path, follow_links) if path.is_symlink() else None
+                if problem:
+                    errors.append(Rejection(str(path), *problem))
+                elif path.is_file():
+                    files.append(name)
             head = _git(root, "rev-parse", "HEAD")
-            return files, head.decode().strip() if head else None, []
-    found, errors = walk_files(root, {"__pycache__"})
+            return files, head.decode().strip() if head else None, errors
+    found, errors = walk_files(root, {"__pycache__"}, follow_links)
     return [f.as_posix() for f in found], None, errors
 
 
@@ -224,7 +283,7 @@ class GitReader(IndexedReader):
 
     def read(self, i: int) -> Iterator[Item]:
         root = self.roots[i]
-        files, commit, errors = list_tree(root)
+        files, commit, errors = list_tree(root, self.source.get("follow_links", True))
         yield from (Rejection(e.uri, e.reason, e.detail, part=True) for e in errors)
         include, exclude = self.source.patterns("include"), self.source.patterns("exclude")
         files = [f for f in files if selected(f, include, exclude)]

@@ -27,6 +27,7 @@ class SourceCounts:
     tokens: int = 0
     split: int = 0  # records longer than max_tokens that were split
     pieces: int = 0  # pieces those splits produced (kept or not)
+    pieces_kept: int = 0  # of those, pieces written (included in ``kept``)
     unused: int = 0  # usable documents not written because max_documents was reached
     rejected: Counter = field(default_factory=Counter)
     parts_skipped: Counter = field(default_factory=Counter)  # files left out of repository documents
@@ -35,6 +36,7 @@ class SourceCounts:
         return {
             "candidates": self.candidates, "read": self.read, "kept": self.kept,
             "tokens_kept": self.tokens, "split_documents": self.split, "pieces": self.pieces,
+            "pieces_kept": self.pieces_kept,
             "unused_after_cap": self.unused, "rejected": dict(sorted(self.rejected.items())),
             "parts_skipped": dict(sorted(self.parts_skipped.items())),
         }
@@ -60,8 +62,9 @@ class Tally:
                 example["part"] = "file left out of a repository document"
             self.examples.append(example)
 
-    def keep(self, spec: str, n_tokens: int) -> None:
+    def keep(self, spec: str, n_tokens: int, piece: bool = False) -> None:
         self.sources[spec].kept += 1
+        self.sources[spec].pieces_kept += int(piece)
         self.sources[spec].tokens += n_tokens
         self.lengths.append(n_tokens)
 
@@ -125,6 +128,9 @@ def build_stats(tally: Tally, config: Any, model: str, selection: dict, shards: 
         "documents_kept": tally.kept,
         "tokens_kept": tokens,
         "split_documents": metrics["split_documents"],
+        "pieces": sum(c.pieces for c in tally.sources.values()),
+        "pieces_kept": sum(c.pieces_kept for c in tally.sources.values()),
+        "unused_after_cap": sum(c.unused for c in tally.sources.values()),
         "rejected": dict(sorted(rejected.items())),
         "parts_skipped": dict(sorted(parts.items())),
         "sources": sources,
@@ -139,11 +145,16 @@ def build_stats(tally: Tally, config: Any, model: str, selection: dict, shards: 
 def summary_markdown(stats: dict) -> str:
     """The Markdown summary shown in the KFP UI."""
     cfg = stats["config"]
+    kept, pieces_kept = stats["documents_kept"], stats.get("pieces_kept", 0)
     out = [
         "# Sourcing summary\n",
-        f"Kept **{stats['documents_kept']}** documents ({stats['tokens_kept']:,} tokens, "
-        f"tokenizer of `{stats['model']}`) out of {stats['documents_read']} read; "
-        f"length range [{cfg['min_tokens']}, {cfg['max_tokens']}] tokens, "
+        f"Read {stats['documents_read']} records and kept **{kept}** documents "
+        f"({stats['tokens_kept']:,} tokens, tokenizer of `{stats['model']}`): "
+        f"{kept - pieces_kept} whole records and {pieces_kept} pieces of "
+        f"{stats['split_documents']} over-long records split at paragraph boundaries "
+        f"(into {stats.get('pieces', 0)} pieces in all); "
+        f"{stats.get('unused_after_cap', 0)} usable documents or pieces left out by max_documents. "
+        f"Length range [{cfg['min_tokens']}, {cfg['max_tokens']}] tokens, "
         f"split_long={cfg['split_long']}, max_documents={cfg['max_documents']}, seed={cfg['seed']}.\n",
     ]
     sel = stats["selection"]
@@ -155,11 +166,13 @@ def summary_markdown(stats: dict) -> str:
         )
     rows = [
         (f"`{spec}`", "?" if s["candidates"] is None else s["candidates"], s["read"], s["kept"],
-         s["split_documents"], f"{s['tokens_kept']:,}", sum(s["rejected"].values()))
+         s["split_documents"], s.get("pieces_kept", 0), s.get("unused_after_cap", 0),
+         f"{s['tokens_kept']:,}", sum(s["rejected"].values()))
         for spec, s in stats["sources"].items()
     ]
     out += ["## Sources\n", markdown_table(rows, ("source", "candidates", "read", "kept", "split",
-                                                 "tokens kept", "rejected"))]
+                                                 "pieces kept", "left out by cap", "tokens kept",
+                                                 "rejected"))]
     reasons = [(f"`{spec}`", reason, n) for spec, s in stats["sources"].items()
                for reason, n in s["rejected"].items()]
     out.append("## Rejections\n")

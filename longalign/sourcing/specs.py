@@ -9,7 +9,9 @@ name (``hf:NAME[:config][:split]``). Options after ``?`` tune one source:
 - ``min_tokens`` / ``max_tokens``: this source's own length range (e.g. for short data in a mix);
 - ``include`` / ``exclude``: comma-separated glob patterns (``dir:``, ``git:``);
 - ``max_file_bytes`` / ``max_doc_bytes``: size caps of one file / one repository document (``git:``);
-- ``each``: ``git:`` only, ``true`` makes every immediate subdirectory its own repository document.
+- ``each``: ``git:`` only, ``true`` makes every immediate subdirectory its own repository document;
+- ``follow_links``: ``dir:``, ``git:``; links to files and folders are followed (default ``true``;
+  each real folder is walked once, so a link loop ends); ``false`` skips them, counted.
 
 A target that exists on disk as written is never cut at ``#`` or ``?``.
 """
@@ -20,19 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from longalign.config import MAX_TOKENS
 from longalign.errors import UserError
 
 SCHEMES = ("stdlib", "dir", "jsonl", "parquet", "hf", "git")
 COMMON = {"group", "min_tokens", "max_tokens"}
 ALLOWED = {
     "stdlib": COMMON,
-    "dir": COMMON | {"include", "exclude"},
+    "dir": COMMON | {"include", "exclude", "follow_links"},
     "jsonl": COMMON | {"field"},
     "parquet": COMMON | {"field"},
     "hf": COMMON | {"field"},
-    "git": COMMON | {"include", "exclude", "max_file_bytes", "max_doc_bytes", "each"},
+    "git": COMMON | {"include", "exclude", "max_file_bytes", "max_doc_bytes", "each", "follow_links"},
 }
 INTEGER = {"min_tokens", "max_tokens", "max_file_bytes", "max_doc_bytes"}
+BOOLEAN = {"each", "follow_links"}
 USAGE = ("stdlib:, dir:PATH, jsonl:PATH[#field], parquet:PATH[#field], hf:NAME[:config][:split], "
          "git:PATH, each optionally followed by ?key=value&...")
 
@@ -79,10 +83,12 @@ def parse_spec(spec: str) -> SourceSpec:
             if key in INTEGER:
                 if not value.isdigit() or int(value) < 1:
                     raise UserError(f"source {spec!r}: option {key} must be a positive integer")
+                if key in ("min_tokens", "max_tokens") and int(value) > MAX_TOKENS:
+                    raise UserError(f"source {spec!r}: option {key} must be at most {MAX_TOKENS}")
                 options[key] = int(value)
-            elif key == "each":
+            elif key in BOOLEAN:
                 if value.lower() not in ("true", "false", "1", "0"):
-                    raise UserError(f"source {spec!r}: option each must be true or false")
+                    raise UserError(f"source {spec!r}: option {key} must be true or false")
                 options[key] = value.lower() in ("true", "1")
             else:
                 options[key] = value

@@ -220,7 +220,7 @@ class _Run:
             "language": doc.record.language,
             "metadata": json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str),
         })
-        self.tally.keep(doc.spec, n_tokens)
+        self.tally.keep(doc.spec, n_tokens, piece=info is not None)
 
 
 def _tag(k: int, stream: Iterator[list]) -> Iterator[tuple[int, list]]:
@@ -256,7 +256,8 @@ def source(
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
     (atomically) and returns the StageResult. Token lengths are counted with ``model``'s tokenizer.
     Raises UserError for an unknown source scheme, a missing path, a bad mix, bad input in strict
-    mode, or when no document is kept (then nothing is written).
+    mode, or when no document is kept (then ``output`` holds only stats.json and summary.md with
+    the reasons, and a rerun replaces them without --overwrite).
     """
     readers: list[Reader] = [open_reader(spec) for spec in config.sources]
     if not fingerprint:
@@ -276,7 +277,7 @@ def source(
     log.info("sourcing: %s candidates from %d source(s)", known if known is not None else "?", len(readers))
     counter = TokenCounter(load_tokenizer(model))
 
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite or _failed_report(output)) as tmp:
         run = _Run(config, counter, tally, corpus_writer(tmp), readers)
         for spec, err in listing_errors:
             run.take(spec, err)
@@ -292,12 +293,6 @@ def source(
         run.flush()  # documents past the cap are only counted as unused
         if run.full and stop["stopped_by"] is None:
             stop["stopped_by"] = "max_documents"
-        if tally.kept == 0:
-            raise UserError(
-                f"no documents kept from {sum(c.read for c in tally.sources.values())} read "
-                f"(rejected: {tally.reasons_line()}); see reasons, e.g. the token range "
-                f"[{config.min_tokens}, {config.max_tokens}]"
-            )
         run.writer.flush()
         visited = sum(r.visited for r in readers)
         selection = {
@@ -319,10 +314,37 @@ def source(
                              summary="summary.md")
         result.write(tmp)
         (tmp / "summary.md").write_text(summary_markdown(stats))
-        plot_lengths(tmp / "lengths.png", tally.lengths, low, high)
+        if tally.kept:
+            plot_lengths(tmp / "lengths.png", tally.lengths, low, high)
+    if tally.kept == 0:  # the report stays (a rerun may replace it), no corpus is written
+        raise UserError(f"{nothing_kept(tally, config)}; counts and examples in {Path(output) / 'stats.json'}")
     log.info("sourcing: kept %d documents (%d tokens); rejected: %s",
              tally.kept, stats["tokens_kept"], tally.reasons_line())
     return result
+
+
+def nothing_kept(tally: Tally, config: SourcingConfig) -> str:
+    """The error line when no document was kept: the real reasons, most frequent first."""
+    read = sum(c.read for c in tally.sources.values())
+    if read == 0:
+        return "no documents kept: the sources listed nothing to read"
+    rejected = tally.rejected_total()
+    line = f"no documents kept from {read} read (rejected: {tally.reasons_line()})"
+    if rejected.get("too_short") or rejected.get("too_long"):
+        line += f"; token range [{config.min_tokens}, {config.max_tokens}]"
+    return line
+
+
+def _failed_report(output: str | os.PathLike) -> bool:
+    """Whether ``output`` holds only the report of a run that kept nothing (a rerun replaces it)."""
+    path = Path(output)
+    try:
+        names = {p.name for p in path.iterdir()}
+        if not names or not names <= {"stats.json", "result.json", "summary.md"}:
+            return False
+        return json.loads((path / "stats.json").read_text()).get("documents_kept") == 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _mix_report(config: SourcingConfig, readers: list[Reader], tally: Tally) -> dict:

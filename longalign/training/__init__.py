@@ -8,7 +8,16 @@ optimisation loop), ``checkpoint`` (checkpoints, SIGTERM, resume), ``metrics`` (
 memory, TensorBoard), ``report`` (stats, summary, plot) and ``stage`` (:func:`train`).
 """
 
-from longalign.training.loss import packed_loss
-from longalign.training.stage import train
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # DeepSpeed (imported by accelerate) would otherwise print a warning on stdout that it picked
+    # the CPU; naming the CPU up front is the same choice without the noise.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from longalign.training.loss import packed_loss  # noqa: E402
+from longalign.training.stage import train  # noqa: E402
 
 __all__ = ["train", "packed_loss"]

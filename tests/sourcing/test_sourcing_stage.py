@@ -209,8 +209,10 @@ def test_no_document_kept_is_a_user_error_after_counting(tmp_path: Path) -> None
     cfg = SourcingConfig(sources=[f"dir:{tmp_path / 'in'}"], min_tokens=100, max_tokens=1000)
     with pytest.raises(UserError, match=r"no documents kept from 2 read \(rejected: empty 1, too_short 1\)"):
         source(cfg, MODEL, out)
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    # no corpus, only the report of what was rejected and why
+    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "summary.md"]
+    assert json.loads((out / "stats.json").read_text())["rejected"] == {"empty": 1, "too_short": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
 def test_shards_roll_over_by_rows_and_bytes(tmp_path: Path) -> None:
