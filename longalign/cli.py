@@ -208,36 +208,38 @@ def run(
     preset: PresetOpt = "default", config: ConfigOpt = None, set_: SetOpt = None,
     root: Annotated[Path, typer.Option(help="Where kfp.local keeps runs and its cache.")] = Path("local_outputs"),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task even if cached.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Also show kfp.local's and the stages' own output live (always in the run log).")] = False,
 ) -> None:
     """Run the whole DAG on this machine (kfp.local), cached between runs."""
-    from rich.console import Console
-    from rich.table import Table
+    import time
 
     from longalign.orchestrate import OUTPUT_STAGE, run_local
+    from longalign.transcript import Transcript
 
     cfg = _config(preset, config, set_)
-    summary = run_local(cfg, root, enable_caching=not no_cache)
-    console = Console(soft_wrap=True)  # full paths, even in a narrow or non-tty terminal
+    log_path = root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    transcript = Transcript(log_path.resolve(), verbose=verbose)
+    typer.echo(f"running the {preset} preset through kfp.local under {root}; log: {log_path}")
+    summary = run_local(cfg, root, enable_caching=not no_cache, transcript=transcript)
+    base = Path(summary["root"])
     order = list(OUTPUT_STAGE)
-    table = Table(title="artifacts")
-    table.add_column("stage")
-    table.add_column("output")
-    table.add_column("path", overflow="fold")
+    times = ", ".join(f"{s['stage']} {s['seconds']:.0f} s" + (" (cached)" if s["status"] == "cached" else "")
+                      for s in summary.get("stages", []))
+    lines = [f"finished in {summary['seconds']:.0f} s: {times}", f"artifacts (under {root}):"]
     for name, path in sorted(summary["outputs"].items(),
                              key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
-        table.add_row(OUTPUT_STAGE.get(name, ""), name, path)
-    console.print(table)
-    # one number per suite (fine-tuned, base, difference); the per-cell values are in the report
-    scores = Table(title="scores (per length and depth: see the report)")
-    scores.add_column("metric")
-    scores.add_column("value", justify="right")
-    for key, value in sorted(summary.get("scores", {}).items()):
-        scores.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    console.print(scores)
+        relative = Path(path).relative_to(base) if Path(path).is_relative_to(base) else Path(path)
+        lines.append(f"  {name:<8} {relative}")
+    scores = summary.get("scores", {})
+    if scores:
+        lines.append("scores: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in sorted(scores.items())))
+    report = Path(summary["outputs"]["scores"]) / "report.html"
+    lines.append(f"report: {report.relative_to(base) if report.is_relative_to(base) else report}")
     if "promotion" in summary:
-        console.print(summary["promotion"]["message"])
-    console.print(f"pipeline finished in {summary['seconds']} s; report: "
-                  f"{Path(summary['outputs']['scores']) / 'report.html'}")
+        lines.append(summary["promotion"]["message"])
+    typer.echo("\n".join(lines))
 
 
 PipelineOpt = Annotated[str, typer.Option(

@@ -6,6 +6,7 @@ This module sits at the top of the import chain (library <- components <- pipeli
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import logging
 import os
@@ -15,11 +16,14 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from longalign.config import STAGES, RunConfig
 from longalign.errors import UserError
 from longalign.results import StageResult
+
+if TYPE_CHECKING:
+    from longalign.transcript import Transcript
 
 log = logging.getLogger("longalign")
 
@@ -126,10 +130,12 @@ def local_promotion(config: RunConfig, root: str | os.PathLike):
 
 
 def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
-              enable_caching: bool = True) -> dict[str, Any]:
+              enable_caching: bool = True, transcript: "Transcript | None" = None) -> dict[str, Any]:
     """Run the whole DAG on this machine (kfp.local, subprocesses of this interpreter).
 
-    Returns a summary: seconds, run directory, each pipeline output's path, and the scores.
+    With a ``transcript`` (longalign.transcript), kfp.local's output and the stages' logs go to its
+    log file and each stage gets one line. Returns a summary: seconds, run directory, each pipeline
+    output's path, the scores, and per stage whether it ran or was cached and how long it took.
     """
     from kfp import local
 
@@ -144,23 +150,43 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
         enable_caching=enable_caching,
     )
     start = time.monotonic()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (transcript.capture() if transcript else contextlib.nullcontext()):
         # kfp.local warns that the (cluster) base image is not used locally: expected here.
         warnings.filterwarnings("ignore", message=".*base image.*")
         # ...nor the cluster settings (GPUs; kfp-kubernetes settings are ignored silently).
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
             task = longalign_pipeline(**pipeline_arguments(config))
-        except RuntimeError as exc:
-            raise UserError(f"local pipeline run failed: {exc} (see the task logs above)") from None
+            failure = None
+        except RuntimeError as exc:  # kfp.local: "Task 'x' finished with status FAILURE"
+            failure = str(exc)
+    if failure is not None:
+        where = f"its log: {transcript.log_path}" if transcript else "the task logs above"
+        reason = task_error(transcript.log_path) if transcript else None
+        raise UserError(f"local pipeline run failed: {reason or failure}; {where}") from None
     seconds = time.monotonic() - start
     outputs = {name: artifact.path for name, artifact in task.outputs.items()}
     summary: dict[str, Any] = {"seconds": round(seconds, 1), "root": str(root), "outputs": outputs}
+    if transcript:
+        summary["stages"] = [{"stage": r.stage, "status": r.status, "seconds": round(r.seconds, 1),
+                              "headline": r.headline} for r in transcript.stages]
     summary["scores"] = StageResult.load(outputs["scores"]).headline
     decision = Path(outputs.get("decision", "")) / "decision.json"
     if decision.is_file():
         summary["promotion"] = json.loads(decision.read_text())
     return summary
+
+
+def task_error(log_path: Path) -> str | None:
+    """The last user error a failed task wrote to the run log (its UserError's message), if any."""
+    import re
+
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"(?:longalign\.errors\.)?UserError: (.+)", text)
+    return found[-1].strip() if found else None
 
 
 def _token() -> str | None:
