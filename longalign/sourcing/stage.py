@@ -256,8 +256,8 @@ def source(
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
     (atomically) and returns the StageResult. Token lengths are counted with ``model``'s tokenizer.
     Raises UserError for an unknown source scheme, a missing path, a bad mix, bad input in strict
-    mode, or when no document is kept (then ``output`` holds only stats.json and summary.md with
-    the reasons, and a rerun replaces them without --overwrite).
+    mode, or when no document is kept (then ``output`` holds only stats.json, result.json and
+    summary.md with the reasons, and a rerun replaces them without --overwrite).
     """
     readers: list[Reader] = [open_reader(spec) for spec in config.sources]
     if not fingerprint:

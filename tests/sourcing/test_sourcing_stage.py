@@ -210,7 +210,7 @@ def test_no_document_kept_is_a_user_error_after_counting(tmp_path: Path) -> None
     with pytest.raises(UserError, match=r"no documents kept from 2 read \(rejected: empty 1, too_short 1\)"):
         source(cfg, MODEL, out)
     # no corpus, only the report of what was rejected and why
-    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["result.json", "stats.json", "summary.md"]
     assert json.loads((out / "stats.json").read_text())["rejected"] == {"empty": 1, "too_short": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
