@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from longalign.config.base import (DATA_MOUNT, PVC_NAME, deep_merge, parse_value, read_yaml, set_key,
                                    validate)
@@ -28,7 +28,6 @@ from longalign.errors import UserError
 # scoring.lengths, ...): 2,097,152 tokens, four times ProLong's longest (512k). It is checked
 # before anything is sized from these values, so a typo cannot allocate memory by the gigabyte.
 MAX_TOKENS = 2 ** 21
-TokenCount = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 __all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "PromotionConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
            "load_run_config", "parse_section", "parse_value", "read_config_file", "describe"]
@@ -310,10 +309,17 @@ class LongBenchChatConfig(_Section):
 class ScoringConfig(_Section):
     """Offline long-context checks and, with a judge endpoint, LongBench-Chat."""
 
+    @field_validator("lengths")
+    @classmethod
+    def _bounded_lengths(cls, lengths: list[int]) -> list[int]:
+        if any(n > MAX_TOKENS for n in lengths):
+            raise ValueError(f"lengths must be at most {MAX_TOKENS} tokens")
+        return lengths
+
     suites: list[Literal["needle", "recall", "longbench-chat"]] = Field(
         default_factory=lambda: ["needle", "recall"], min_length=1, description="needle (needle in a "
         "haystack), recall (key-value and passage recall), longbench-chat (needs a judge)")
-    lengths: list[TokenCount] = Field(default_factory=lambda: [2048, 4096], min_length=1,
+    lengths: list[int] = Field(default_factory=lambda: [2048, 4096], min_length=1,
                                description="haystack lengths in tokens")
     depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1,
                                 description="needle depths as fractions of the haystack")
