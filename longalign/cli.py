@@ -237,6 +237,8 @@ def run(
                                             for k, v in sorted(scores.items())))
     report = Path(summary["outputs"]["scores"]) / "report.html"
     lines.append(f"report: {report.relative_to(base) if report.is_relative_to(base) else report}")
+    if summary.get("verdict"):
+        lines.append(summary["verdict"])
     if "promotion" in summary:
         lines.append(summary["promotion"]["message"])
     typer.echo("\n".join(lines))

@@ -170,7 +170,9 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     if transcript:
         summary["stages"] = [{"stage": r.stage, "status": r.status, "seconds": round(r.seconds, 1),
                               "headline": r.headline} for r in transcript.stages]
-    summary["scores"] = StageResult.load(outputs["scores"]).headline
+    result = StageResult.load(outputs["scores"])
+    summary["scores"] = result.headline
+    summary["verdict"] = (result.get("verdict") or {}).get("line")
     decision = Path(outputs.get("decision", "")) / "decision.json"
     if decision.is_file():
         summary["promotion"] = json.loads(decision.read_text())

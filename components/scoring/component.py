@@ -17,14 +17,14 @@ def scoring(
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Score a fine-tuned model (and its base, for comparison) on needle and recall suites.
+    """Score a fine-tuned model (and its base, for comparison) on the needle and recall suites.
 
     Args:
         config: the `scoring` config section (see longalign.config.ScoringConfig).
         base_model: model spec of the base model, scored alongside for comparison.
         model: the training stage's checkpoint directory.
         corpus: the sourcing stage's corpus (haystack text).
-        scores: output directory (scores.json, stats.json, report.html, needle.png, report.md).
+        scores: output directory (scores.json, stats.json, report.html, needle.png, ruler-needle.png, report.md).
     """
     from longalign.components.common import publish
     from longalign.config import parse_section

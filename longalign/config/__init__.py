@@ -316,13 +316,20 @@ class ScoringConfig(_Section):
             raise ValueError(f"lengths must be at most {MAX_TOKENS} tokens")
         return lengths
 
-    suites: list[Literal["needle", "recall", "longbench-chat"]] = Field(
-        default_factory=lambda: ["needle", "recall"], min_length=1, description="needle (needle in a "
-        "haystack), recall (key-value and passage recall), longbench-chat (needs a judge)")
+    suites: list[Literal["needle", "ruler-needle", "recall", "short", "longbench-chat"]] = Field(
+        default_factory=lambda: ["needle", "ruler-needle", "recall", "short"], min_length=1,
+        description="needle: LongAlign's needle test; ruler-needle: a RULER-style 7-digit needle; "
+        "recall: kv / multikey / vartrack; short: held-out short chats with exact answers (the "
+        "short-task guard); longbench-chat: the judged benchmark (needs a judge)")
+    needle_lengths: list[int] | None = Field(
+        None, description="LongAlign needle context lengths in tokens (None: the reference's 10 from "
+        "1,000 to 60,000, those beyond the model's window replaced by the window)")
+    needle_depths: list[float] | None = Field(
+        None, description="LongAlign needle depths in [0, 1] (None: the reference's 10 from 10% to 90%)")
     lengths: list[int] = Field(default_factory=lambda: [2048, 4096], min_length=1,
-                               description="haystack lengths in tokens")
+                               description="ruler-needle and recall haystack lengths in tokens")
     depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1,
-                                description="needle depths as fractions of the haystack")
+                                description="ruler-needle depths as fractions of the haystack")
     recall_samples: int = Field(4, ge=1, description="recall cases per task")
     max_new_tokens: int = Field(32, ge=1, le=MAX_TOKENS, description="answer tokens per case")
     compare_base: bool = Field(True, description="also score the base model, for the comparison")

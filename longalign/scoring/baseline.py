@@ -12,7 +12,7 @@ from pathlib import Path
 
 from longalign.errors import UserError
 from longalign.io import read_json
-from longalign.scoring.evaluate import headline, metric_name
+from longalign.scoring.evaluate import GRID_SUITES, headline, metric_name
 
 COMPARED = ("lengths", "depths", "recall_samples", "seed")
 EPSILON = 1e-9
@@ -38,7 +38,7 @@ def _verdict(delta: float) -> str:
 def _cells(suite: str, summary: dict) -> dict[str, float]:
     if suite == "longbench-chat":
         return {f"{lang}": v["score"] for lang, v in summary.get("languages", {}).items()}
-    if suite == "needle":
+    if suite in GRID_SUITES:
         return {f"{c['length']} @ {c['depth']:.0%}": c["score"] for c in summary.get("cells", [])}
     return {f"{c['task']} @ {c['length']}": c["score"] for c in summary.get("cells", [])}
 

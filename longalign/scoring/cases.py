@@ -15,8 +15,9 @@ from longalign.scoring.matching import exact_match, set_score
 class Case:
     """One prompt with its gold answer.
 
-    ``kind`` is ``"exact"`` (the answer must contain ``expected[0]``, see matching.exact_match) or
-    ``"set"`` (Jaccard of the named items of ``universe`` against ``expected``, see matching.set_score).
+    ``kind`` is ``"exact"`` (the answer must contain ``expected[0]``, see matching.exact_match),
+    ``"any"`` (any one of ``expected``) or ``"set"`` (Jaccard of the named items of ``universe``
+    against ``expected``, see matching.set_score).
     """
 
     suite: str
@@ -51,6 +52,8 @@ def score_case(case: Case, answer: str) -> float:
     """The case's score in [0, 1] for ``answer``."""
     if case.kind == "set":
         return set_score(case.expected, case.universe, answer)
+    if case.kind == "any":
+        return 1.0 if any(exact_match(e, answer) for e in case.expected) else 0.0
     return 1.0 if exact_match(case.expected[0], answer) else 0.0
 
 

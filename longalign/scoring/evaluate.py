@@ -11,6 +11,7 @@ from longalign.scoring.cases import Case, score_case
 
 log = logging.getLogger("longalign")
 ANSWER_CHARS = 200  # raw answers are kept this short in scores.json
+GRID_SUITES = ("needle", "ruler-needle")  # suites whose cells are (length, depth)
 
 
 def evaluate(cases: list[Case], answerer: Answerer) -> dict:
@@ -45,7 +46,7 @@ def evaluate(cases: list[Case], answerer: Answerer) -> dict:
         answer = answer if isinstance(answer, str) else ""
         row = {"task": case.task, "length": case.length, "index": case.index,
                "prompt_tokens": case.prompt_tokens, "fed_tokens": tokens,
-               "expected": case.expected if case.kind == "set" else case.expected[0],
+               "expected": case.expected if case.kind in ("set", "any") else case.expected[0],
                "answer": answer[:ANSWER_CHARS], "score": score_case(case, answer)}
         if case.depth is not None:
             row["depth"] = case.depth
@@ -58,10 +59,10 @@ def _summarise(suite: str, rows: list[dict]) -> dict:
     cells: dict[tuple, list[float]] = defaultdict(list)
     tasks: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        key = (row["length"], row["depth"]) if suite == "needle" else (row["task"], row["length"])
+        key = (row["length"], row["depth"]) if suite in GRID_SUITES else (row["task"], row["length"])
         cells[key].append(row["score"])
         tasks[row["task"]].append(row["score"])
-    names = ("length", "depth") if suite == "needle" else ("task", "length")
+    names = ("length", "depth") if suite in GRID_SUITES else ("task", "length")
     tokens = [row["prompt_tokens"] for row in rows]
     return {
         "accuracy": mean(row["score"] for row in rows),
@@ -101,11 +102,13 @@ def suite_metrics(suite: str, summary: dict) -> dict[str, float]:
         values.update({f"{lang}_score": v["score"] for lang, v in summary.get("languages", {}).items()})
         return {f"{name}_{k}": round(float(v), 6) for k, v in values.items() if v is not None}
     out[f"{name}_accuracy"] = round(summary["accuracy"], 6)
+    if summary.get("judge_score") is not None:  # LongAlign's needle with a judge: 1-10
+        out[f"{name}_judge_score"] = round(summary["judge_score"], 6)
     for task, value in summary.get("tasks", {}).items():
-        if suite == "recall":
-            out[f"recall_{task}_accuracy"] = round(value, 6)
-    for cell in summary.get("cells", []):
-        key = (f"needle_{cell['length']}_d{_depth(cell['depth'])}" if suite == "needle"
+        if suite in ("recall", "short"):
+            out[f"{name}_{task}_accuracy"] = round(value, 6)
+    for cell in summary.get("cells", []) if suite != "short" else []:  # short: per task only
+        key = (f"{name}_{cell['length']}_d{_depth(cell['depth'])}" if suite in GRID_SUITES
                else f"{name}_{cell['task']}_{cell['length']}")
         out[key] = round(cell["score"], 6)
     return out

@@ -24,6 +24,7 @@ is what eval.py prints for one run, the sum of the ratings, averaged over the ru
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections import Counter, defaultdict
@@ -83,10 +84,13 @@ def parse_rating(reply: str | None) -> tuple[float | None, str]:
 
 
 def example_order(seed: int, run: int, idx: int) -> list[int]:
-    """The order of the three examples in ``run`` for question ``idx``: a seeded shuffle in every run
-    (the paper shuffles them in each of its two runs; the identity order can come up, as in any
-    shuffle)."""
-    return rng_for(seed, "longbench-chat", run, idx).sample(range(EXAMPLES), EXAMPLES)
+    """The order of the three examples in ``run`` for question ``idx``: the paper shuffles them in
+    each run. The six orders are put in a seeded random sequence per question and run ``r`` takes the
+    ``r``-th, so runs of a question never repeat an order (up to six runs): at temperature 0 a
+    repeated prompt would only repeat the judge's reply, and the average of two runs would be one."""
+    orders = [list(p) for p in itertools.permutations(range(EXAMPLES))]
+    rng_for(seed, "longbench-chat", idx).shuffle(orders)
+    return orders[run % len(orders)]
 
 
 def flatten(prediction: str) -> str:

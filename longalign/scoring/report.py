@@ -1,4 +1,5 @@
-"""The scoring stage's human-facing outputs: needle.png, report.html (self-contained) and report.md."""
+"""The scoring stage's human-facing outputs: needle.png and ruler-needle.png, report.html
+(self-contained) and report.md."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ from pathlib import Path
 
 from longalign.io import markdown_table
 from longalign.scoring.contamination import contamination_notes
-from longalign.scoring.evaluate import headline
+from longalign.scoring.evaluate import GRID_SUITES, headline
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}
 table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #ccc;padding:3px 9px;
 text-align:right}th{background:#f2f2f2}td.l{text-align:left}.pos{color:#1a7f37}.neg{color:#c62828}
 img{max-width:100%;border:1px solid #ddd}details{margin:0.8em 0}code{font-size:90%}"""
+GRID_TITLES = {"needle": "Needle in a haystack (LongAlign's test: the San Francisco sentence, exact phrase)",
+               "ruler-needle": "RULER-style needle (a 7-digit magic number, exact match)"}
 
 
-def heatmap_png(results: dict[str, dict]) -> bytes | None:
-    """Depth x length needle heatmap, one panel per model, as PNG bytes (None without needle results)."""
+def heatmap_png(results: dict[str, dict], suite: str = "needle") -> bytes | None:
+    """Depth x length heatmap of a grid suite, one panel per model, as PNG bytes (None without
+    results of that suite)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [(label, r["suites"]["needle"]) for label, r in _ordered(results) if "needle" in r["suites"]]
+    panels = [(label, r["suites"][suite]) for label, r in _ordered(results) if suite in r["suites"]]
     if not panels:
         return None
     fig = Figure(figsize=(1.4 + 3.6 * len(panels), 3.6), dpi=100, layout="constrained")
@@ -70,14 +74,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _compare_rows(results: dict[str, dict], suite: str, key: str) -> list[list[str]]:
-    """One row per cell of ``suite``: label(s), each model's score, and the delta."""
+def _compare_rows(results: dict[str, dict], suite: str, key: str, value: str = "score") -> list[list[str]]:
+    """One row per cell of ``suite``: label(s), each model's ``value``, and the delta."""
     labels = [label for label, r in results.items() if suite in r["suites"]]
     cells: dict[tuple, dict[str, float]] = {}
-    names = ("length", "depth") if suite == "needle" else ("task", "length")
+    names = ("length", "depth") if suite in GRID_SUITES else ("task", "length")
     for label in labels:
         for c in results[label]["suites"][suite][key]:
-            cells.setdefault((c[names[0]], c[names[1]]), {})[label] = c["score"]
+            if c.get(value) is not None:
+                cells.setdefault((c[names[0]], c[names[1]]), {})[label] = c[value]
     rows = []
     for (a, b), scores in sorted(cells.items()):
         row = [html.escape(str(a)), html.escape(str(b))] + [f"{scores[l]:.2f}" if l in scores else ""
@@ -164,9 +169,9 @@ def _answer_rows(suite: str, summary: dict) -> tuple[list[str], list[list[str]]]
     return ["task", "length", "depth", "tokens", "expected", "answer", "score"], rows
 
 
-def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | None,
+def write_html(path: Path, results: dict[str, dict], stats: dict, pngs: dict[str, bytes],
                comparison: dict | None = None) -> None:
-    """A single self-contained HTML file (inline CSS, heatmap as a data URI)."""
+    """A single self-contained HTML file (inline CSS, heatmaps (``pngs``: suite -> PNG) as data URIs)."""
     results = dict(_ordered(results))
     labels = list(results)
     both = len(labels) == 2
@@ -187,6 +192,8 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
             row.append(_delta(values[0] - values[1]) if None not in values else "")
         rows.append(row)
     parts.append("<h2>Summary</h2>" + _table(["suite", *labels, *(["delta"] if both else [])], rows))
+    if stats.get("verdict"):
+        parts.append(f"<p><b>{html.escape(stats['verdict']['line'])}</b></p>")
     warnings = [f"{html.escape(label)} / {html.escape(suite)}: {n} {what}"
                 for label, r in results.items() for suite, summary in sorted(r["suites"].items())
                 for n, what in ((summary.get("empty_answers", 0), "empty answer(s)"),
@@ -202,13 +209,17 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
                      + html.escape("; ".join(shared)) + ".</p>")
     if comparison:
         parts.append(_baseline_html(comparison))
-    if "needle" in suites:
-        parts.append("<h2>Needle in a haystack</h2>")
-        if png:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f'<img alt="needle heatmap" src="data:image/png;base64,{data}">')
-        header = ["length", "depth", *[l for l in labels if "needle" in results[l]["suites"]]]
-        parts.append(_table(header + (["delta"] if both else []), _compare_rows(results, "needle", "cells")))
+    for suite in (s for s in GRID_SUITES if s in suites):
+        parts.append(f"<h2>{GRID_TITLES[suite]}</h2>")
+        if pngs.get(suite):
+            data = base64.b64encode(pngs[suite]).decode("ascii")
+            parts.append(f'<img alt="{suite} heatmap" src="data:image/png;base64,{data}">')
+        header = ["length", "depth", *[l for l in labels if suite in results[l]["suites"]]]
+        parts.append(_table(header + (["delta"] if both else []), _compare_rows(results, suite, "cells")))
+        judged = _compare_rows(results, suite, "cells", "judge_score")
+        if judged:
+            parts.append("<p>Judge ratings (1-10, LongAlign's needle judge prompt):</p>"
+                         + _table(header + (["delta"] if both else []), judged))
     if "recall" in suites:
         lengths = ", ".join(str(n) for n in stats.get("recall_lengths", []))
         parts.append("<h2>Recall (exact match)</h2><p>JSON key-value retrieval, multi-key needles and "
@@ -228,7 +239,8 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, png: bytes | N
 
 
 def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, float],
-                   comparison: dict | None = None, contamination: dict | None = None) -> None:
+                   comparison: dict | None = None, contamination: dict | None = None,
+                   verdict_line: str | None = None) -> None:
     """A short Markdown summary (suite headlines, deltas against the base and the baseline)."""
     results = dict(_ordered(results))
     labels = list(results)
@@ -246,7 +258,8 @@ def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, floa
     specs = "\n".join(f"- {l}: `{r['spec']}`" for l, r in results.items())
     recall = [(l, t, f"{v:.3f}") for l, r in results.items()
               for t, v in r["suites"].get("recall", {}).get("tasks", {}).items()]
-    text = f"# Long-context scores\n\n{specs}\n\n" + markdown_table(rows, header)
+    text = f"# Long-context scores\n\n{specs}\n\n" + (f"**{verdict_line}**\n\n" if verdict_line else "")
+    text += markdown_table(rows, header)
     if recall:
         text += "\nRecall per task:\n\n" + markdown_table(recall, ("model", "task", "accuracy"))
     for label, r in results.items():

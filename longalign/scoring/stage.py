@@ -18,13 +18,18 @@ from longalign.scoring.answerer import Answerer, TransformersAnswerer
 from longalign.scoring.baseline import baseline_metrics, compare, load_baseline
 from longalign.scoring.cases import Case
 from longalign.scoring.contamination import guard
-from longalign.scoring.evaluate import evaluate, headline_metrics, metrics
+from longalign.scoring.evaluate import GRID_SUITES, evaluate, headline_metrics, metrics
 from longalign.scoring.haystack import Haystack, HaystackSource, load_source
 from longalign.scoring.longbench import SUITE as LBC, judge_endpoint, run_suite
 from longalign.scoring.longbench_data import Benchmark, load_benchmark
-from longalign.scoring.needle import needle_cases
+from longalign.scoring.needle import ANSWER_TOKENS as NEEDLE_ANSWER_TOKENS
+from longalign.scoring.needle import REFERENCE_LENGTHS, longalign_grid, needle_cases
+from longalign.scoring.needle_judge import judge_needle
 from longalign.scoring.recall import recall_cases
+from longalign.scoring.short import short_cases
+from longalign.scoring.ruler_needle import needle_cases as ruler_needle_cases
 from longalign.scoring.remote import OpenAIAnswerer
+from longalign.scoring.verdict import references, verdict
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
 from longalign.secrets import read_api_key
 
@@ -46,13 +51,43 @@ def recall_lengths(lengths: list[int]) -> list[int]:
     return [max(lengths)]
 
 
-def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource) -> list[Case]:
-    """All cases of the configured suites, calibrated to ``tokenizer``."""
+def needle_grid(config: ScoringConfig, window: int | None) -> tuple[list[int], list[float]]:
+    """LongAlign's needle lengths and depths: the configured ones, else the reference grid with the
+    lengths capped where a prompt plus the answer still fit the model's ``window``."""
+    room = window - max(config.max_new_tokens, NEEDLE_ANSWER_TOKENS) if window else None
+    grid_lengths, grid_depths = longalign_grid(room)
+    lengths = sorted(set(config.needle_lengths)) if config.needle_lengths else grid_lengths
+    depths = sorted(set(config.needle_depths)) if config.needle_depths else grid_depths
+    if lengths[0] < 1 or depths[0] < 0 or depths[-1] > 1:
+        raise UserError(f"scoring.needle_lengths must be positive and needle_depths lie in [0, 1], "
+                        f"got {lengths} and {depths}")
+    return lengths, depths
+
+
+def haystack_tokens(config: ScoringConfig) -> int:
+    """Tokens of haystack text to read: enough for the longest prompt of any offline suite."""
+    lengths, _ = _check(config)
+    needle = config.needle_lengths or [REFERENCE_LENGTHS[1]]
+    return max(lengths + (list(needle) if "needle" in config.suites else []))
+
+
+def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
+                window: int | None = None) -> list[Case]:
+    """All cases of the configured suites, calibrated to ``tokenizer`` (``window``: the model's
+    context, which caps LongAlign's default needle grid)."""
     lengths, depths = _check(config)
-    hay = Haystack(source.text, tokenizer, max(lengths))
+    wanted = list(lengths)
+    if "needle" in config.suites:
+        needle_lengths, needle_depths = needle_grid(config, window)
+        wanted += needle_lengths
+    hay = Haystack(source.text, tokenizer, max(wanted))
     cases: list[Case] = []
     if "needle" in config.suites:
-        cases += needle_cases(hay, tokenizer, lengths, depths, config.seed)
+        cases += needle_cases(hay, tokenizer, needle_lengths, needle_depths)
+    if "ruler-needle" in config.suites:
+        cases += ruler_needle_cases(hay, tokenizer, lengths, depths, config.seed)
+    if "short" in config.suites:
+        cases += short_cases(tokenizer)
     if "recall" in config.suites:
         cases += recall_cases(hay, tokenizer, recall_lengths(lengths), config.recall_samples, config.seed)
     return cases
@@ -70,7 +105,10 @@ def score_answerer(config: ScoringConfig, spec: str, tokenizer, answerer: Answer
     start = time.monotonic()
     suites: dict[str, dict] = {}
     if offline_suites(config):
-        suites.update(evaluate(build_cases(config, tokenizer, source), answerer))
+        window = getattr(answerer, "window", None)
+        suites.update(evaluate(build_cases(config, tokenizer, source, window), answerer))
+        if "needle" in suites and judge is not None:
+            judge_needle(suites["needle"], judge)
     if LBC in config.suites and bench is not None and judge is not None:
         suites[LBC] = run_suite(bench, answerer, judge, config.longbench_chat, config.seed)
     seconds = time.monotonic() - start
@@ -100,7 +138,7 @@ def check_fits(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     length holds at least its prompt), and the longest haystack plus the answer budget fits the
     model's window. Either failure is a one-line UserError naming the option to change."""
     endpoint = config.endpoint if label == "model" else config.base_endpoint
-    window = (endpoint.context if endpoint is not None else None) or config.longbench_chat.context
+    window = endpoint.context if endpoint is not None else None  # longbench_chat.context is not a window
     if window is None and endpoint is None:
         window = _model_context(spec)
     longest = max(config.lengths)
@@ -108,7 +146,7 @@ def check_fits(config: ScoringConfig, label: str, spec: str, source: HaystackSou
         raise UserError(f"scoring.lengths: the longest haystack ({longest} tokens) plus "
                         f"scoring.max_new_tokens ({config.max_new_tokens}) exceeds the {window}-token "
                         f"window of {spec}; lower scoring.lengths")
-    build_cases(config, load_tokenizer(spec), source)
+    build_cases(config, load_tokenizer(spec), source, window)
 
 
 def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answerer:
@@ -172,16 +210,20 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
     }
     if comparison:
         stats["baseline"] = {k: comparison[k] for k in ("path", "spec", "suites", "config_changes")}
+    contaminated = {e["suite"] for e in (stats.get("contamination") or {}).get("shared", [])}
+    stats["verdict"] = verdict(references(results, comparison), contaminated)
+    log.info("%s", stats["verdict"]["line"])
     write_json(out / "scores.json", {"config": config.model_dump(), "models": results, "haystack": haystack,
                                      "baseline": comparison, **(extra or {})})
     result = StageResult("scoring", Path(output or out), stats, metrics=numeric(flat),
                          headline=headline, summary="report.md", report="report.html")
     result.write(out)
-    png = heatmap_png(results)
-    if png:
-        (out / "needle.png").write_bytes(png)
-    write_html(out / "report.html", results, stats, png, comparison)
-    write_markdown(out / "report.md", results, flat, comparison, stats.get("contamination"))
+    pngs = {suite: png for suite in GRID_SUITES if (png := heatmap_png(results, suite))}
+    for suite, png in pngs.items():
+        (out / f"{suite}.png").write_bytes(png)
+    write_html(out / "report.html", results, stats, pngs, comparison)
+    write_markdown(out / "report.md", results, flat, comparison, stats.get("contamination"),
+                   stats["verdict"]["line"])
     return result
 
 
@@ -212,8 +254,9 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
     baseline = baseline or config.baseline
     previous = load_baseline(baseline) if baseline else None
     bench = load_benchmark(config.longbench_chat) if LBC in config.suites else None
-    judge = judge_endpoint(config.longbench_chat) if bench else None
-    source = load_source(corpus, max(lengths)) if offline_suites(config) else None
+    judged = bench or ("needle" in config.suites and config.longbench_chat.judge is not None)
+    judge = judge_endpoint(config.longbench_chat) if judged else None
+    source = load_source(corpus, haystack_tokens(config)) if offline_suites(config) else None
     if source is not None:
         for label, spec in specs.items():
             check_fits(config, label, spec, source)
@@ -233,7 +276,9 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
         extra: dict = {"contamination": contamination, "endpoint_failures": failures or None,
                        "endpoint_partial": any(f["partial"] for f in failures.values())}
         if bench:
-            extra.update({"longbench_chat": bench.info, "judge_usage": judge.usage.as_dict(judge.config)})
+            extra["longbench_chat"] = bench.info
+        if judge:
+            extra["judge_usage"] = judge.usage.as_dict(judge.config)
         comparison = compare(results["model"], config.model_dump(), previous) if previous else None
         result = write_outputs(tmp, config, results, source.info if source else {},
                                time.monotonic() - start, comparison=comparison, extra=extra,

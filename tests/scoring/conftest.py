@@ -5,7 +5,7 @@ Model ``judge`` behaves like a LongBench-Chat judge, keyed on the answer it is a
 the score of the first example shown; ``FLAKY`` -> no rating on the first call of a prompt, ``[[6]]``
 after; ``NORATING`` -> never a rating; ``RANGE`` -> ``[[11]]``; ``ONE-RUN n`` -> ``[[n]]`` for the
 first prompt seen with this answer, no rating for any other (one judge run of two stays unjudged);
-``RATE429`` -> HTTP 429 once, then ``[[4]]``. Any other model is a served model under test: it
+``RATE429`` -> HTTP 429 once, then ``[[4]]``; LongAlign's needle judge prompt -> ``[[2]]`` first. Any other model is a served model under test: it
 answers ``tail:`` plus the last 40 characters of the user message, or nothing when the user message contains ``SAY-NOTHING``.
 """
 
@@ -82,6 +82,8 @@ class FakeOpenAI:
         return prompt.rsplit("[Assistant's answer begins]\n", 1)[1].split("\n[Assistant's answer ends]")[0]
 
     def judge(self, prompt: str, count: int) -> tuple[int, str]:
+        if "[The Start of Assistant's Answer]\n" in prompt:  # LongAlign's needle judge prompt
+            return 200, "The answer does not give the sentence. Rating: [[2]], not [[9]]"
         answer = self.rated(prompt)
         if answer.startswith("ANSWER "):
             return 200, f"The second example earned [[3]]; this one is better.\n\nRating: [[{answer.split()[1]}]]"

@@ -91,7 +91,8 @@ def test_prefix_cache_matches_generate_on_smollm2():
     from longalign.scoring.stage import build_cases
 
     model, tokenizer = load_model("embedded:smollm2"), load_tokenizer("embedded:smollm2")
-    cases = build_cases(ScoringConfig(lengths=[384, 640], depths=[0.2, 0.8], recall_samples=2),
+    cases = build_cases(ScoringConfig(lengths=[384, 640], depths=[0.2, 0.8], recall_samples=2,
+                                      needle_lengths=[512], needle_depths=[0.5]),
                         tokenizer, load_source(None, 640))
     prompts = [c.messages for c in cases]
     cached = TransformersAnswerer(model, tokenizer, 12)

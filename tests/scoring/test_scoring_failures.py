@@ -31,7 +31,7 @@ def _served(fake, model, **kw):
 
 
 def _needle(fake, **kw):
-    return ScoringConfig(suites=["needle"], lengths=[384], depths=[0.1 * d for d in range(1, 11)],
+    return ScoringConfig(suites=["ruler-needle"], lengths=[384], depths=[0.1 * d for d in range(1, 11)],
                          compare_base=False, endpoint=_served(fake, "served", **kw))
 
 
@@ -53,7 +53,7 @@ def test_one_failed_answer_in_ten_is_counted_as_wrong_and_reported(fake, tiny_mo
     report = stats["endpoint_failures"]["answerer:model"]
     assert (report["failed"], report["attempted"], report["reasons"]) == (1, 10, {"http_500": 1})
     assert stats["endpoint_partial"] and stats["models"]["model"]["answer_usage"]["failed"] == 1
-    assert stats["models"]["model"]["cases"]["needle"] == 10  # the unanswered case stays in the mean
+    assert stats["models"]["model"]["cases"]["ruler-needle"] == 10  # the unanswered case stays in the mean
 
 
 def test_too_many_failed_answers_fail_the_stage_unless_partial_results_are_allowed(fake, tiny_model, tmp_path):

@@ -123,7 +123,9 @@ def test_the_reply_table_covers_the_edges():
     assert {status for _, _, status in JUDGE_REPLIES} == {"ok", "out_of_scale", "no_rating"}
 
 
-def test_every_run_is_shuffled_and_seeded():
+def test_every_run_is_shuffled_seeded_and_runs_differ():
+    assert all(example_order(0, 0, idx) != example_order(0, 1, idx) for idx in range(1, 51))
+    assert all(len({tuple(example_order(5, run, 9)) for run in range(6)}) == 6 for _ in range(2))
     orders = {run: [example_order(0, run, idx) for idx in range(1, 51)] for run in (0, 1)}
     for run, found in orders.items():
         assert all(sorted(o) == [0, 1, 2] for o in found)

@@ -91,22 +91,33 @@ def _lbc_data(folder, shared):
 
 def test_all_suites_through_endpoints_with_report_and_baseline(tmp_path, tiny_model, shared_lbc, fake_openai):
     config = ScoringConfig(
-        suites=["needle", "recall", "longbench-chat"], lengths=[384], depths=[0.5], recall_samples=1,
+        suites=["needle", "ruler-needle", "recall", "longbench-chat"], lengths=[384], depths=[0.5],
+        needle_lengths=[384], needle_depths=[0.5], recall_samples=1,
         endpoint=served(fake_openai), base_endpoint=served(fake_openai, model="base-served"),
         longbench_chat={"data": str(_lbc_data(tmp_path / "lbc", shared_lbc)), "cache_dir": str(tmp_path / "c"),
                         "judge": served(fake_openai, model="judge").model_dump()})
     stats = score(config, tiny_model, tmp_path / "first", base_model=tiny_model)
     m = stats["metrics"]
     # the fake served model echoes the prompt's end: wrong for needle and recall, and judged 5
-    assert m["needle_accuracy"] == 0.0 and m["needle_384_d50"] == 0.0
+    assert m["needle_accuracy"] == 0.0 and m["needle_384_d50"] == 0.0 and m["ruler_needle_384_d50"] == 0.0
+    # LongAlign's needle answers also went to the judge with the reference's needle prompt: [[2]]
+    assert m["needle_judge_score"] == 2 and m["base_needle_judge_score"] == 2
+    needle_asks = [r for r in fake_openai.judge_requests()
+                   if r["messages"][0]["content"] == "You are a helpful assistant."]
+    assert len(needle_asks) == 1 and needle_asks[0]["temperature"] == 0.0
+    assert "[Ground truth]\n\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores " \
+        "Park on a sunny day.\n\n" in needle_asks[0]["messages"][1]["content"]
+    assert "\n[Question]\nWhat is the best thing to do in San Francisco?\n\n[The Start of Assistant's " \
+        "Answer]\ntail:" in needle_asks[0]["messages"][1]["content"]
     assert {"recall_kv_384", "recall_multikey_384", "recall_vartrack_384"} <= set(m)
     assert m["longbench_chat_score"] == 5 and m["base_longbench_chat_score"] == 5
     assert m["longbench_chat_reference_sum"] == 10 and m["longbench_chat_run1_mean"] == 5
     assert m["longbench_chat_en_score"] == 5 and m["longbench_chat_delta"] == 0
     served_models = {r["model"] for r in fake_openai.requests}
     assert served_models == {"served", "base-served", "judge"}
-    # 2 questions x 2 runs per model; both models answered alike, so the base's requests were cached
-    assert (stats["judge_usage"]["calls"], stats["judge_usage"]["cached"]) == (4, 4)
+    # 2 questions x 2 runs and 1 needle answer per model; both models answered alike, so the base's
+    # requests were cached
+    assert (stats["judge_usage"]["calls"], stats["judge_usage"]["cached"]) == (5, 5)
     assert stats["models"]["model"]["answer_usage"]["calls"] > 0
     assert stats["longbench_chat"]["partial"] is True
 
@@ -114,7 +125,7 @@ def test_all_suites_through_endpoints_with_report_and_baseline(tmp_path, tiny_mo
     calls = len(fake_openai.judge_requests())
     again = score(config, tiny_model, tmp_path / "second", base_model=tiny_model, baseline=tmp_path / "first")
     assert len(fake_openai.judge_requests()) == calls  # every judge call came from the cache
-    assert again["judge_usage"]["cached"] == 8 and again["judge_usage"]["cost"] == 0
+    assert again["judge_usage"]["cached"] == 10 and again["judge_usage"]["cost"] == 0
     assert again["metrics"]["longbench_chat_vs_baseline"] == 0 and again["metrics"]["needle_vs_baseline"] == 0
     assert again["headline"]["longbench_chat_score"] == 5 and again["headline"]["longbench_chat_vs_baseline"] == 0
     assert "needle_384_d50" in again["metrics"] and "needle_384_d50" not in again["headline"]

@@ -18,7 +18,8 @@ from longalign.scoring.evaluate import metrics
 from longalign.scoring.haystack import load_source
 from longalign.scoring.stage import score_answerer, write_outputs
 
-FILES = {"scores.json", "stats.json", "result.json", "report.html", "report.md", "needle.png"}
+FILES = {"scores.json", "stats.json", "result.json", "report.html", "report.md", "needle.png",
+         "ruler-needle.png"}
 
 
 class _Collect(HTMLParser):
@@ -45,8 +46,10 @@ def _check_html(path):
     parser.close()
     assert not parser.open
     assert parser.tables >= 2
-    assert len(parser.images) == 1 and parser.images[0].startswith("data:image/png;base64,")
-    assert base64.b64decode(parser.images[0].split(",", 1)[1]).startswith(b"\x89PNG")
+    assert len(parser.images) == 2  # LongAlign's needle and the RULER-style one
+    for image in parser.images:
+        assert image.startswith("data:image/png;base64,")
+        assert base64.b64decode(image.split(",", 1)[1]).startswith(b"\x89PNG")
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +73,14 @@ def test_real_run_writes_everything(tiny_run):
     assert stored.headline == stats["headline"] and stored.metrics == stats["metrics"]
     assert (stored.summary_path, stored.report_path) == (out / "report.md", out / "report.html")
     m = stats["metrics"]
-    for key in ("needle_accuracy", "recall_accuracy", "base_needle_accuracy", "base_recall_accuracy"):
-        assert 0.0 <= m[key] <= 1.0
+    for suite in ("needle", "ruler_needle", "recall"):
+        assert 0.0 <= m[f"{suite}_accuracy"] <= 1.0 and 0.0 <= m[f"base_{suite}_accuracy"] <= 1.0
     assert m["needle_delta"] == pytest.approx(m["needle_accuracy"] - m["base_needle_accuracy"])
     scores = json.loads((out / "scores.json").read_text())
     model = scores["models"]["model"]["suites"]
-    assert len(model["needle"]["cells"]) == len(config.lengths) * len(config.depths)
+    assert len(model["ruler-needle"]["cells"]) == len(config.lengths) * len(config.depths)
+    assert {(c["length"], c["depth"]) for c in model["needle"]["cells"]} == {
+        (n, d) for n in config.needle_lengths for d in config.needle_depths}
     assert {(c["task"], c["length"]) for c in model["recall"]["cells"]} == {
         (t, 512) for t in ("kv", "multikey", "vartrack")}
     assert all(a["prompt_tokens"] <= 512 for a in model["needle"]["answers"])
@@ -120,7 +125,8 @@ def test_report_from_an_injected_answerer(tmp_path):
     from longalign.models import load_tokenizer
 
     tokenizer = load_tokenizer("embedded:tiny")
-    config = ScoringConfig(lengths=[400, 800], depths=[0.2, 0.8], recall_samples=1)
+    config = ScoringConfig(lengths=[400, 800], depths=[0.2, 0.8], recall_samples=1,
+                           needle_lengths=[600], needle_depths=[0.3, 0.6])
     source = load_source(None, 800)
 
     class Oracle:
@@ -143,9 +149,15 @@ def test_report_from_an_injected_answerer(tmp_path):
     stats = write_outputs(tmp_path, config, results, source.info, 1.0)
     assert stats["metrics"] == metrics(results)
     assert stats["metrics"]["needle_delta"] == 1.0 and stats["metrics"]["recall_delta"] == 1.0
+    assert stats["metrics"]["ruler_needle_delta"] == 1.0
     # the run summary's numbers: one per suite and model, and the difference
     assert stats["headline"] == {"needle_accuracy": 1.0, "recall_accuracy": 1.0, "base_needle_accuracy": 0.0,
-                                 "base_recall_accuracy": 0.0, "needle_delta": 1.0, "recall_delta": 1.0}
+                                 "base_recall_accuracy": 0.0, "needle_delta": 1.0, "recall_delta": 1.0,
+                                 "ruler_needle_accuracy": 1.0, "base_ruler_needle_accuracy": 0.0,
+                                 "ruler_needle_delta": 1.0, "short_accuracy": 1.0,
+                                 "base_short_accuracy": 0.0, "short_delta": 1.0}
+    assert stats["verdict"]["word"] == "better" and stats["verdict"]["against"] == "base"
+    assert stats["verdict"]["line"] in (tmp_path / "report.md").read_text()
     _check_html(tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "+1.00" in html and "oracle" in html and "silent" in html
