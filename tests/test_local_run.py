@@ -143,7 +143,7 @@ def test_new_models_are_compared_with_the_last_promoted_one(runs):
     for change in ("changed", "new_file", "new_commit"):
         decision = runs[change]["promotion"]
         assert decision["status"] in ("promoted", "blocked"), decision["message"]
-        assert {r["suite"] for r in decision["comparison"]} == {"needle", "recall"}
+        assert {r["suite"] for r in decision["comparison"]} == {"needle", "ruler-needle", "recall", "short"}
         assert all(r["previous"] is not None and r["current"] is not None for r in decision["comparison"])
         registered = [v for v in versions if v["uri"] == runs[change]["outputs"]["model"]]
         assert len(registered) == (decision["status"] == "promoted"), change
