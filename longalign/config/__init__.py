@@ -200,11 +200,27 @@ class PackingConfig(_Section):
         "(LongAlign's Llama format '[INST]{user}[/INST]{assistant}', turns joined by a blank "
         "line), 'chatml', or a Jinja template string. The trained model's tokenizer carries it, "
         "so scoring prompts the model the way it was trained."))
+    format: Literal["chat", "text"] = Field("chat", description=(
+        "chat: the generation stage's chats through the chat template, assistant tokens as "
+        "targets; text: the sourcing stage's documents as plain text (no template, EOS "
+        "appended, every token a target) for continued pre-training"))
+    split_long: bool = Field(True, description=(
+        "text: a document longer than max_len is cut into max_len pieces (each a row of its "
+        "own) and the remainder is packed like any other document; false: such documents "
+        "follow truncation (drop, or keep the first and last halves)"))
 
 
 class TrainingConfig(_Section):
     """Fine-tuning on packed rows with LongAlign's loss weighting."""
 
+    objective: Literal["finetune", "pretrain"] = Field("finetune", description=(
+        "finetune: the loss named by loss; pretrain: continued pre-training on text rows "
+        "(ProLong): the token-averaged loss over each whole optimizer step (loss must be "
+        "left unset or be token)"))
+    document_masking: bool = Field(True, description=(
+        "attention and positions restart at every packed sample; false (ablation, ProLong's "
+        "single_seq): each row is one sequence, and in text rows the first token of every "
+        "document but the row's first becomes a target too"))
     loss: Literal["longalign", "token"] = Field(
         "longalign", description="longalign: mean over sequences of each sequence's mean token loss "
         "(LongAlign Eq. 4); token: mean over all target tokens of the step")
@@ -266,6 +282,16 @@ class TrainingConfig(_Section):
         None, description="TensorBoard event files (null: tensorboard/ inside the output)")
     peak_tflops: float | None = Field(
         None, gt=0, description="per-device peak TFLOP/s for the MFU estimate (null: known GPUs only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrain_loss(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("objective") == "pretrain":
+            if data.get("loss", "token") != "token":
+                raise ValueError("objective pretrain averages the loss over tokens: leave loss "
+                                 "unset or set it to token")
+            data = {**data, "loss": "token"}
+        return data
 
 
 class EndpointConfig(_Endpoint):
@@ -352,6 +378,22 @@ class ScoringConfig(_Section):
         return self
 
 
+class ExtendConfig(_Section):
+    """Context extension before alignment (the longalign-extend pipeline): the sourcing corpus
+    packed as plain text, then continued pre-training with a larger RoPE base. Defaults follow
+    ProLong's 64k stage (train_64K.sh): theta 8e6, 64k rows, lr 1e-5, 10% warmup, weight decay
+    0.1, 4M-token batches (docs/extend.md)."""
+
+    packing: PackingConfig = Field(
+        PackingConfig(format="text", max_len=65536),
+        description="the text packing task's packing section (format text)")
+    training: TrainingConfig = Field(
+        TrainingConfig(objective="pretrain", rope_theta=8e6, max_position_embeddings=65536,
+                       learning_rate=1e-5, warmup_ratio=0.1, weight_decay=0.1, epochs=1,
+                       global_batch=64 * 65536, gradient_checkpointing=True),
+        description="the pretrain task's training section (objective pretrain)")
+
+
 STAGES = ("sourcing", "generation", "packing", "training", "scoring")
 SECTIONS: dict[str, type[_Section]] = {
     "sourcing": SourcingConfig,
@@ -379,6 +421,8 @@ class RunConfig(_Section):
         LauncherConfig(), description="the multi-node training job (the longalign-multinode pipeline)")
     promotion: PromotionConfig = Field(
         PromotionConfig(), description="the promotion gate at the end of a run and the model registry")
+    extend: ExtendConfig = Field(ExtendConfig(), description=(
+        "text packing and continued pre-training before generation (longalign-extend only)"))
 
 
 PRESET_DIR = Path(__file__).with_name("presets")

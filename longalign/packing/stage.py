@@ -21,7 +21,7 @@ import numpy as np
 
 from longalign.config import PackingConfig
 from longalign.errors import UserError
-from longalign.formats import CHATS, Shards, write_packed_meta
+from longalign.formats import CHATS, CORPUS, Shards, write_packed_meta
 from longalign.io import atomic_dir
 from longalign.models import load_tokenizer
 from longalign.packing.encode import ChatEncoder, Encoded
@@ -29,6 +29,7 @@ from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_n
                                     plan_sorted)
 from longalign.packing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.packing.store import SampleStore, write_rows
+from longalign.packing.text import TextEncoder, text_records
 from longalign.progress import track
 from longalign.results import StageResult, numeric
 
@@ -67,10 +68,12 @@ def _records(chats: Shards, tally: Tally) -> Iterator[tuple[str, object]]:
             n += 1
 
 
-def _encode_all(chats: Shards, encoder: ChatEncoder, store: SampleStore, tally: Tally) -> None:
-    results = encoder.encode_stream(_records(chats, tally))
+def _encode_all(chats: Shards, encoder: ChatEncoder | TextEncoder, store: SampleStore,
+                tally: Tally) -> None:
+    text = isinstance(encoder, TextEncoder)
+    results = encoder.encode_stream((text_records if text else _records)(chats, tally))
     total = chats.num_rows
-    for r in track(results, "tokenising chats", total=total):
+    for r in track(results, "tokenising " + ("documents" if text else "chats"), total=total):
         if isinstance(r, Encoded):
             tally.truncated += r.truncated
             store.append([r])
@@ -100,19 +103,26 @@ def duplicates(store: SampleStore) -> np.ndarray:
 
 def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: str | os.PathLike,
          *, overwrite: bool = False) -> StageResult:
-    """Tokenise the generation stage's chats with ``model``'s chat template and write packed rows.
+    """Tokenise the generation stage's chats with ``model``'s chat template and write packed rows;
+    with ``config.format == "text"``, ``chats`` is the sourcing stage's corpus instead and its
+    documents are packed as plain text (``longalign.packing.text``).
 
     Writes ``output``/rows-NNNNN.arrow (``longalign.formats.PACKED``),
     meta.json, stats.json, summary.md and lengths.png, atomically; returns the StageResult. Bad samples
     are skipped and counted per reason. Raises UserError for a missing or empty input, or when no
     sample is left; nothing is written then.
     """
-    files = Shards(CHATS, chats)
+    text = config.format == "text"
+    files = Shards(CORPUS if text else CHATS, chats)
     if files.num_rows == 0:
-        raise UserError(f"chats {chats} hold no samples")
+        raise UserError(f"{files.format.name} {chats} holds no " + ("documents" if text else "samples"))
     tokenizer = load_tokenizer(model)
-    encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
-                          config.chat_template)
+    if text:
+        encoder: ChatEncoder | TextEncoder = TextEncoder(
+            tokenizer, config.max_len, split_long=config.split_long, truncation=config.truncation)
+    else:
+        encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
+                              config.chat_template)
     tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
         store = SampleStore(tmp)
@@ -140,6 +150,7 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
                             batch_size=config.batch_size, lengths=lengths, targets=targets,
                             batches=batches, efficiency=efficiency, files=files_out)
         write_packed_meta(tmp, strategy=config.strategy, max_len=config.max_len, model=model,
+                          format=config.format,
                           pad_token_id=int(tokenizer.pad_token_id or 0),
                           # the Jinja form of the template the rows were rendered with; training
                           # saves it with the model's tokenizer, so scoring prompts the model the

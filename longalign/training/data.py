@@ -59,14 +59,23 @@ class Batch:
 
 
 class PackedData:
-    """A packing-stage output directory opened for training."""
+    """A packing-stage output directory opened for training.
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    ``document_masking=False`` (an ablation; ProLong's ``single_seq``) reads every row as one
+    sequence: positions run on across samples and attention crosses them. In text rows
+    (``meta["format"] == "text"``) the first token of every sample after the row's first is then
+    a target as well, since nothing separates it from what precedes it; chat rows keep their
+    labels (a chat's first token is a template token, never a target).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, document_masking: bool = True) -> None:
+        self.document_masking = document_masking
         self.meta: dict[str, Any] = read_packed_meta(require_dir(directory, PACKED.name))
         shards = Shards(PACKED, directory)
         self.directory = shards.directory
         self.strategy = self.meta["strategy"]
         self.pad_token_id = int(self.meta.get("pad_token_id") or 0)
+        self.text = self.meta.get("format") == "text"
         self.paths = shards.paths
         self._readers: list[pa.ipc.RecordBatchFileReader] = shards.files
         self.batches: list[MicroBatch] = []
@@ -100,6 +109,9 @@ class PackedData:
                     last = index
                     mb = by_index.setdefault(index, MicroBatch(index))
                     mb.rows.append((f, b, r))
+                    if not self.document_masking:  # the whole row is one sequence
+                        joined = len(seq_lens) - 1 if self.text else 0
+                        seq_lens, n_targets = [sum(seq_lens)], [sum(n_targets) + joined]
                     mb.seq_lens.append(list(seq_lens))
                     mb.n_targets.append(list(n_targets))
                     self.samples_without_targets += sum(1 for n in n_targets if n == 0)
@@ -128,6 +140,10 @@ class PackedData:
             length = len(ids)
             input_ids[i, :length] = torch.from_numpy(ids.astype("int64"))
             labels[i, :length] = torch.from_numpy(lab.astype("int64"))
+            if not self.document_masking and self.text:
+                starts = rb.column("seq_lens")[r].values.to_numpy(zero_copy_only=False)
+                starts = torch.from_numpy(starts.cumsum()[:-1].astype("int64"))
+                labels[i, starts] = input_ids[i, starts]
             position_ids[i] = _positions(lens, width)
         top = max(int(input_ids.max()), int(labels.max())) if width else 0
         if vocab_size is not None and top >= vocab_size:

@@ -80,7 +80,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
     ``config.resume`` continues from the newest one. Returns the StageResult (on every process).
     """
     started = time.perf_counter()
-    data = PackedData(packed)
+    data = PackedData(packed, document_masking=config.document_masking)
     out = Path(output)
     check_output(out, overwrite)
     if config.cross_entropy == "liger" and config.distributed != "ddp":
@@ -101,6 +101,8 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
                               linear=FlopCounter(net).linear_cost)
         info = {
             "model": model, "strategy": data.strategy, "loss_mode": config.loss,
+            "objective": config.objective, "document_masking": config.document_masking,
+            "data_format": data.meta.get("format", "chat"),
             "world_size": world, **batch, "max_grad_norm": config.max_grad_norm,
             "rank_balance": config.rank_balance, **rope_summary(net.config),
             "chat_template": data.meta.get("chat_template_name"),
