@@ -32,6 +32,7 @@ test-all: install
 compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
 	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
+	$(BIN)/longalign compile -o pipelines/pipeline-extend.yaml --pipeline longalign-extend
 	$(BIN)/python -m longalign.config.reference docs/config.md
 
 clean:

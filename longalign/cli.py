@@ -210,6 +210,8 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every task even if cached.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="Also show kfp.local's and the stages' own output live (always in the run log).")] = False,
+    pipeline: Annotated[str, typer.Option(
+        "--pipeline", help="longalign, or longalign-extend (context extension first).")] = "longalign",
 ) -> None:
     """Run the whole DAG on this machine (kfp.local), cached between runs."""
     import time
@@ -221,7 +223,8 @@ def run(
     log_path = root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     transcript = Transcript(log_path.resolve(), verbose=verbose)
     typer.echo(f"running the {preset} preset through kfp.local under {root}; log: {log_path}")
-    summary = run_local(cfg, root, enable_caching=not no_cache, transcript=transcript)
+    summary = run_local(cfg, root, enable_caching=not no_cache, transcript=transcript,
+                        pipeline=pipeline)
     base = Path(summary["root"])
     order = list(OUTPUT_STAGE)
     times = ", ".join(f"{s['stage']} {s['seconds']:.0f} s" + (" (cached)" if s["status"] == "cached" else "")
@@ -245,7 +248,8 @@ def run(
 
 
 PipelineOpt = Annotated[str, typer.Option(
-    "--pipeline", help="longalign (training in one pod) or longalign-multinode (Kubeflow Trainer job).")]
+    "--pipeline", help="longalign (training in one pod), longalign-multinode (Kubeflow Trainer job) "
+    "or longalign-extend (context extension first).")]
 
 
 @app.command()

@@ -34,6 +34,8 @@ TOKEN_FILE_ENV = "LONGALIGN_KFP_TOKEN_FILE"
 # Which pipeline output belongs to which stage (for the summary table).
 OUTPUT_STAGE = {
     "corpus": "sourcing",
+    "text_packed": "text packing",
+    "extended": "pretrain",
     "chats": "generation",
     "packed": "packing",
     "model": "training",
@@ -51,7 +53,18 @@ def pipeline_arguments(config: RunConfig) -> dict[str, Any]:
     for stage in STAGES:
         args[f"{stage}_config"] = data[stage]
     args["promotion_config"] = data["promotion"]
+    # longalign-extend's extra tasks (the other pipelines do not declare these parameters)
+    args["text_packing_config"] = data["extend"]["packing"]
+    args["pretrain_config"] = data["extend"]["training"]
     return args
+
+
+# pipeline parameter -> config section it holds, where the two names differ
+PARAMETER_SECTION = {"text_packing_config": "packing", "pretrain_config": "training"}
+
+
+def _declared_only(arguments: dict[str, Any], declared) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if k in declared}
 
 
 def _pipeline(name: str):
@@ -130,8 +143,10 @@ def local_promotion(config: RunConfig, root: str | os.PathLike):
 
 
 def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
-              enable_caching: bool = True, transcript: "Transcript | None" = None) -> dict[str, Any]:
-    """Run the whole DAG on this machine (kfp.local, subprocesses of this interpreter).
+              enable_caching: bool = True, transcript: "Transcript | None" = None,
+              pipeline: str = "longalign") -> dict[str, Any]:
+    """Run the whole DAG on this machine (kfp.local, subprocesses of this interpreter):
+    ``longalign`` or ``longalign-extend`` (the multi-node variant needs a cluster).
 
     With a ``transcript`` (longalign.transcript), kfp.local's output and the stages' logs go to its
     log file and each stage gets one line. Returns a summary: seconds, run directory, each pipeline
@@ -139,8 +154,10 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     """
     from kfp import local
 
-    from longalign.pipelines import longalign_pipeline
-
+    if pipeline == "longalign-multinode":
+        raise UserError("longalign-multinode submits a Kubeflow Trainer job: it needs a cluster "
+                        "(longalign submit); run longalign or longalign-extend locally")
+    function = _pipeline(pipeline)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"promotion": local_promotion(config, root)})
@@ -156,7 +173,8 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
         # ...nor the cluster settings (GPUs; kfp-kubernetes settings are ignored silently).
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            task = longalign_pipeline(**pipeline_arguments(config))
+            declared = function.component_spec.inputs or {}
+            task = function(**_declared_only(pipeline_arguments(config), declared))
             failure = None
         except RuntimeError as exc:  # kfp.local: "Task 'x' finished with status FAILURE"
             failure = str(exc)
@@ -238,7 +256,7 @@ def run_arguments(config: RunConfig, package: str | os.PathLike,
 
     spec = next(yaml.safe_load_all(Path(package).read_text()))  # 2nd document: the platform spec
     declared = spec["root"]["inputDefinitions"]["parameters"]
-    arguments = pipeline_arguments(config)
+    arguments = _declared_only(pipeline_arguments(config), declared)
     if "launcher_config" in declared:  # the multi-node pipeline: the run config's launcher section
         arguments["launcher_config"] = config.launcher.model_dump(mode="json", exclude_unset=True)
     for name, value in (params or {}).items():
@@ -255,7 +273,8 @@ def run_arguments(config: RunConfig, package: str | os.PathLike,
         elif name.endswith("_config"):
             from longalign.config import parse_section
 
-            parse_section(name.removesuffix("_config"), value)  # same checks as --set
+            parse_section(PARAMETER_SECTION.get(name, name.removesuffix("_config")),
+                          value)  # same checks as --set
         arguments[name] = value
     return arguments
 

@@ -7,6 +7,9 @@ from longalign.pipelines.pipeline import (
     longalign_multinode_pipeline,
     longalign_pipeline,
 )
+from longalign.pipelines.extend import EXTEND_PIPELINE_NAME, longalign_extend_pipeline
 
-__all__ = ["MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
+PIPELINES = {**PIPELINES, EXTEND_PIPELINE_NAME: longalign_extend_pipeline}
+
+__all__ = ["EXTEND_PIPELINE_NAME", "longalign_extend_pipeline", "MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
            "longalign_pipeline"]

@@ -18,18 +18,22 @@ def training(
     model: Output[Model],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    start_model: Input[Model] = None,
 ):
-    """Fine-tune a causal LM on packed rows.
+    """Train a causal LM on packed rows (fine-tuning, or continued pre-training on text rows).
 
     Args:
         config: the `training` config section (see longalign.config.TrainingConfig).
         base_model: model spec to start from.
         packed: the packing stage's output directory.
         model: output checkpoint directory (safetensors + tokenizer, stats.json, summary.md).
+        start_model: optional; a previous training task's model to start from instead of
+            base_model (longalign-extend: fine-tuning starts from the extended model).
     """
     from longalign.components.common import publish
     from longalign.config import parse_section
     from longalign.training import train
 
-    result = train(parse_section("training", config), base_model, packed.path, model.path)
+    start = start_model.path if start_model is not None else base_model
+    result = train(parse_section("training", config), start, packed.path, model.path)
     publish(result, metrics, summary)
