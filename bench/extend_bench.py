@@ -45,6 +45,11 @@ from longalign.packing import pack  # noqa: E402
 from longalign.sourcing import source  # noqa: E402
 
 BASE_LEN, LONG_LEN, BASE_THETA = 512, 2048, 10000.0
+T0 = time.perf_counter()
+
+
+def note(what: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.0f} s] {what}", file=sys.stderr, flush=True)
 
 
 def build_base(directory: Path, seed: int) -> Path:
@@ -114,6 +119,7 @@ def main() -> None:
         source(SourcingConfig(sources=["stdlib:"], min_tokens=args.min_tokens, max_tokens=8192,
                               split_long=False, max_documents=args.documents, seed=args.seed),
                "embedded:tiny", tmp / "corpus")
+        note("sourced")
         texts = split_corpus(tmp / "corpus", tmp / "train", args.held_out, args.seed)
         tokenizer = load_tokenizer("embedded:tiny")
         docs = [torch.tensor(tokenizer(t)["input_ids"][:LONG_LEN]) for t in texts]
@@ -124,9 +130,11 @@ def main() -> None:
         from longalign.training import train
 
         pack(PackingConfig(format="text", max_len=BASE_LEN), str(base), tmp / "train", tmp / "p512")
+        note("packed at 512")
         train(TrainingConfig(learning_rate=args.lr, epochs=args.base_epochs, **common),
               str(base), tmp / "p512", tmp / "base")
         base = tmp / "base"
+        note("base trained")
         pack(PackingConfig(format="text", max_len=LONG_LEN), str(base), tmp / "train", tmp / "p2k")
         rows = []
         base_2k = held_out_loss(base, docs, LONG_LEN)
@@ -139,6 +147,7 @@ def main() -> None:
             cfg = TrainingConfig(learning_rate=args.lr / 2, max_steps=steps, epochs=100,
                                  rope_theta=args.theta, max_position_embeddings=LONG_LEN, **common)
             stats = train(cfg, str(base), tmp / "p2k", out)
+            note(f"extended {steps} steps")
             saved = json.loads((out / "config.json").read_text())
             rows.append((f"extended (theta {args.theta:g}, 2k window)", stats["steps"], None,
                          held_out_loss(out, docs, LONG_LEN)))
