@@ -41,7 +41,7 @@ class ExtendOutputs(NamedTuple):
               "instructions, pack, fine-tune with LongAlign loss weighting, score against the "
               "base model.")
 def longalign_extend_pipeline(
-    model: str = DEFAULTS["model"],
+    base_model: str = DEFAULTS["base_model"],
     sourcing_config: dict = DEFAULTS["sourcing"],
     text_packing_config: dict = DEFAULTS["extend"]["packing"],
     pretrain_config: dict = DEFAULTS["extend"]["training"],
@@ -56,7 +56,7 @@ def longalign_extend_pipeline(
     gpu_node_selector: dict = {},
     gpu_tolerations: list = [],
 ) -> ExtendOutputs:
-    """Extension then alignment, training in one pod per training task. `model` is the base model
+    """Extension then alignment, training in one pod per training task. `base_model` is the base model
     spec; `text_packing_config` and `pretrain_config` are the `extend` section's packing and
     training parts (docs/extend.md); the other parameters as in `longalign`."""
 
@@ -66,19 +66,19 @@ def longalign_extend_pipeline(
                                 gpu_count=gpu_count, node_selector=gpu_node_selector,
                                 tolerations=gpu_tolerations)
 
-    source_task = sourcing(config=sourcing_config, model=model).set_display_name("sourcing")
+    source_task = sourcing(config=sourcing_config, base_model=base_model).set_display_name("sourcing")
     corpus = source_task.outputs["corpus"]
-    text_task = packing(config=text_packing_config, model=model,
+    text_task = packing(config=text_packing_config, base_model=base_model,
                         chats=corpus).set_display_name("text packing")
-    pretrain_task = gpu(training(config=pretrain_config, base_model=model,
+    pretrain_task = gpu(training(config=pretrain_config, base_model=base_model,
                                  packed=text_task.outputs["packed"]), "pretrain")
     extended = pretrain_task.outputs["model"]
     generate_task = generation(config=generation_config, corpus=corpus).set_display_name("generation")
-    pack_task = packing(config=packing_config, model=model,
+    pack_task = packing(config=packing_config, base_model=base_model,
                         chats=generate_task.outputs["chats"]).set_display_name("chat packing")
-    tune_task = gpu(training(config=training_config, base_model=model, start_model=extended,
+    tune_task = gpu(training(config=training_config, base_model=base_model, start_model=extended,
                              packed=pack_task.outputs["packed"]), "fine-tuning")
-    score_task = scoring(config=scoring_config, base_model=model, model=tune_task.outputs["model"],
+    score_task = scoring(config=scoring_config, base_model=base_model, model=tune_task.outputs["model"],
                          corpus=corpus).set_display_name("scoring")
     for task, stage in ((source_task, "sourcing"), (text_task, "packing"),
                         (generate_task, "generation"), (pack_task, "packing"),
