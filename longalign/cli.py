@@ -217,7 +217,7 @@ def run(
     import time
 
     from longalign.orchestrate import OUTPUT_STAGE, run_local
-    from longalign.transcript import Transcript
+    from longalign.orchestrate.transcript import Transcript
 
     cfg = _config(preset, config, set_)
     log_path = root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"

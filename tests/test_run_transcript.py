@@ -10,7 +10,7 @@ import pytest
 
 from longalign.config import load_run_config
 from longalign.orchestrate import run_local
-from longalign.transcript import Transcript
+from longalign.orchestrate.transcript import Transcript
 
 STAGES = ("sourcing", "generation", "packing", "training", "scoring")
 

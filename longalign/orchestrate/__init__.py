@@ -23,7 +23,7 @@ from longalign.errors import UserError
 from longalign.results import StageResult
 
 if TYPE_CHECKING:
-    from longalign.transcript import Transcript
+    from longalign.orchestrate.transcript import Transcript
 
 log = logging.getLogger("longalign")
 
