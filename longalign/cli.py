@@ -66,12 +66,6 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-e
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).")]
 
 
-def _load_file(path: Optional[Path]) -> Optional[dict[str, Any]]:
-    from longalign.config import read_config_file
-
-    return read_config_file(path) if path is not None else None
-
-
 def _config(preset: str, config_file: Optional[Path], sets: Optional[list[str]],
             section: str | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
     """The run config: ``--set`` items without a section name go to ``section``; ``flags`` are

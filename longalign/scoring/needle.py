@@ -18,6 +18,8 @@ from 10% to 90%: ``longalign_grid`` gives it, capped at the model's window.
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 from longalign.scoring.cases import Case, fit
 from longalign.scoring.chat import count_tokens
 from longalign.scoring.haystack import Haystack, weave
@@ -50,25 +52,41 @@ def needle_messages(text: str) -> list[dict]:
     return [{"role": "user", "content": f"{SYSTEM}\n{text}\n\nRead the document and answer: {QUESTION}"}]
 
 
-def needle_cases(hay: Haystack, tokenizer, lengths: list[int], depths: list[float]) -> list[Case]:
-    """One case per (length, depth); nothing is random."""
-    cases: list[Case] = []
+def woven_grid(hay: Haystack, tokenizer, lengths: list[int], depths: list[float], label: str,
+               make: Callable[[int, int, float], tuple[str, Callable[[str], list[dict]]]]
+               ) -> Iterator[tuple[int, int, float, list[dict], int, dict]]:
+    """Walk a length x depth grid of needle prompts (shared by ``needle`` and ``ruler-needle``).
+
+    For each cell, ``make(length, depth_index, depth)`` gives the needle line and the function that
+    turns the woven haystack text into the chat; the haystack is the largest line count whose chat
+    has at most ``length`` tokens. Yields ``(length, depth_index, depth, messages, prompt_tokens,
+    extra)`` with the needle's measured depth and the haystack's line count in ``extra``.
+    """
     per_line = max(hay.tokens(len(hay)) / max(len(hay), 1), 1e-3)
     for length in lengths:
         guess = int(length / per_line)
         for d_index, depth in enumerate(depths):
-            def build(n: int, depth: float = depth) -> list[dict]:
-                text, _ = weave(hay, n, [(depth, NEEDLE)])
-                return needle_messages(text)
+            needle, to_messages = make(length, d_index, depth)
+
+            def build(n: int, depth: float = depth, needle: str = needle,
+                      to_messages=to_messages) -> list[dict]:
+                return to_messages(weave(hay, n, [(depth, needle)])[0])
 
             n, messages, tokens = fit(build, lambda m: count_tokens(tokenizer, m), length, guess,
-                                      f"needle at length {length}", len(hay))
+                                      f"{label} at length {length}", len(hay))
             guess = n
             spot = hay.boundary(n, depth)
-            cases.append(Case(
-                suite="needle", task="needle", length=length, index=d_index, messages=messages,
-                expected=[PHRASE], depth=depth, prompt_tokens=tokens, answer_tokens=ANSWER_TOKENS,
-                extra={"needle_depth": round(hay.tokens(spot) / max(hay.tokens(n), 1), 4),
-                       "haystack_lines": n},
-            ))
-    return cases
+            yield length, d_index, depth, messages, tokens, {
+                "needle_depth": round(hay.tokens(spot) / max(hay.tokens(n), 1), 4),
+                "haystack_lines": n}
+
+
+def needle_cases(hay: Haystack, tokenizer, lengths: list[int], depths: list[float]) -> list[Case]:
+    """One case per (length, depth); nothing is random."""
+    return [
+        Case(suite="needle", task="needle", length=length, index=d_index, messages=messages,
+             expected=[PHRASE], depth=depth, prompt_tokens=tokens, answer_tokens=ANSWER_TOKENS,
+             extra=extra)
+        for length, d_index, depth, messages, tokens, extra in woven_grid(
+            hay, tokenizer, lengths, depths, "needle", lambda *_: (NEEDLE, needle_messages))
+    ]

@@ -10,9 +10,9 @@ of the answer prefix "The special magic number for <city> is".
 
 from __future__ import annotations
 
-from longalign.scoring.cases import Case, fit, haystack_messages, rng_for
-from longalign.scoring.chat import count_tokens
-from longalign.scoring.haystack import Haystack, weave
+from longalign.scoring.cases import Case, haystack_messages, rng_for
+from longalign.scoring.haystack import Haystack
+from longalign.scoring.needle import woven_grid
 
 CITIES = (
     "Lisbon", "Nairobi", "Oslo", "Lima", "Hanoi", "Dakar", "Quito", "Tbilisi", "Perth", "Bergen",
@@ -37,28 +37,21 @@ def needle_messages(text: str, city: str) -> list[dict]:
 def needle_cases(hay: Haystack, tokenizer, lengths: list[int], depths: list[float],
                  seed: int) -> list[Case]:
     """One case per (length, depth); the secret and city are seeded by (seed, length, depth index)."""
+    drawn: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def make(length: int, d_index: int, depth: float):
+        rng = rng_for(seed, "needle", length, d_index)
+        city = rng.choice(CITIES)
+        secret = str(rng.randint(1_000_000, 9_999_999))
+        drawn[length, d_index] = (secret, needle_sentence(city, secret))
+        return drawn[length, d_index][1], lambda text: needle_messages(text, city)
+
     cases: list[Case] = []
-    per_line = max(hay.tokens(len(hay)) / max(len(hay), 1), 1e-3)
-    for length in lengths:
-        guess = int(length / per_line)
-        for d_index, depth in enumerate(depths):
-            rng = rng_for(seed, "needle", length, d_index)
-            city = rng.choice(CITIES)
-            secret = str(rng.randint(1_000_000, 9_999_999))
-            needle = needle_sentence(city, secret)
-
-            def build(n: int, depth: float = depth, needle: str = needle, city: str = city) -> list[dict]:
-                text, _ = weave(hay, n, [(depth, needle)])
-                return needle_messages(text, city)
-
-            n, messages, tokens = fit(build, lambda m: count_tokens(tokenizer, m), length, guess,
-                                      f"ruler-needle at length {length}", len(hay))
-            guess = n
-            spot = hay.boundary(n, depth)
-            cases.append(Case(
-                suite="ruler-needle", task="needle", length=length, index=d_index, messages=messages,
-                expected=[secret], depth=depth, prompt_tokens=tokens,
-                extra={"needle": needle, "needle_depth": round(hay.tokens(spot) / max(hay.tokens(n), 1), 4),
-                       "haystack_lines": n},
-            ))
+    for length, d_index, depth, messages, tokens, extra in woven_grid(
+            hay, tokenizer, lengths, depths, "ruler-needle", make):
+        secret, needle = drawn[length, d_index]
+        cases.append(Case(
+            suite="ruler-needle", task="needle", length=length, index=d_index, messages=messages,
+            expected=[secret], depth=depth, prompt_tokens=tokens, extra={"needle": needle, **extra},
+        ))
     return cases
