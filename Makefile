@@ -23,11 +23,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/longalign run
 
+# One worker per core; a module's tests stay on one worker (they share module fixtures).
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-all: install
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""
 
 compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components

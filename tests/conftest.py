@@ -10,6 +10,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The longest modules (end-to-end kfp.local runs, CLI subprocesses, two-process training), longest
+# first: run first, they keep both workers busy (make test: pytest-xdist, --dist loadfile) instead
+# of leaving one long module to run alone at the end.
+LONG_MODULES = ("test_local_run.py", "test_local_extend.py", "test_cli_reproductions.py",
+                "test_run_transcript.py", "test_training_resume.py", "test_training_deepspeed.py",
+                "test_training_fsdp2.py", "test_training_distributed.py", "test_sourcing_cli.py",
+                "test_training_torchrun.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     """The spec of the tiny random Llama (SmolLM2 tokenizer); built into the cache on first use."""

@@ -149,8 +149,10 @@ def test_dir_can_skip_links_and_counts_them(tmp_path):
 
 
 def _start_and_wait_for_temp(tmp_path: Path, out: Path) -> subprocess.Popen:
+    # SIGINT at its default: a parent that ignores it (pytest-xdist's workers do) would pass that on
     proc = subprocess.Popen([sys.executable, "-m", "longalign.cli", "source", "--preset", "tiny",
-                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not any(p.name.startswith(f".{out.name}.tmp-") for p in tmp_path.iterdir()):
         assert proc.poll() is None, proc.communicate()

@@ -48,6 +48,7 @@ class FakeKube:
         self.fail_gets = {}  # name -> HTTP codes answered to the next GETs of the job
         self.events = []  # core/v1 Event dicts (type, reason, message, involvedObject)
         self.own_pods = {}  # name -> Pod dict served at /api/v1/namespaces/{ns}/pods/{name}
+        self.failed_follows = 0  # answer this many following log requests with HTTP 500
         self.lock = threading.Lock()
 
     def serve(self):
@@ -184,6 +185,9 @@ class FakeKube:
                 return h._status(404, "NotFound", "pod not found")
             if query.get("container") != pod["container"]:
                 return h._status(400, "BadRequest", f"container {query.get('container')} is not valid")
+            if query.get("follow") in ("true", "True") and self.failed_follows:
+                self.failed_follows -= 1
+                return h._status(500, "InternalError", "the kubelet closed the stream")
             return h._send(200, pod["log"].encode(), "text/plain")
         return h._status(404, "NotFound", "no route")
 

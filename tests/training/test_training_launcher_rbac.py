@@ -75,7 +75,8 @@ def _run_every_path(kube, kind):
                           "log": "hello\n", "labels": {"training.kubeflow.org/job-name": name,
                                                        "training.kubeflow.org/replica-type": "master",
                                                        "training.kubeflow.org/replica-index": "0"}})
-    jobs = KubeJobs(cfg, api, NS, lambda s: None, owner=owner)
+    lines = []
+    jobs = KubeJobs(cfg, api, NS, lines.append, owner=owner)
     jobs.run(m)  # create, wait (status, phase, events, own pod, logs), delete after success
     # a retried launcher adopts the running job of its run and takes over its ownership
     stale = json.loads(json.dumps(m))
@@ -85,12 +86,13 @@ def _run_every_path(kube, kind):
     fake.objects[f"{group}/namespaces/{NS}/{plural}/{name}"] = stale
     fake.scripts[name] = [None]
     assert jobs.create(m) == "adopted"
-    return fake.requests
+    return fake.requests, lines
 
 
 def test_the_role_grants_exactly_the_requests_the_launcher_makes(kube):
-    seen = {request_permission(method, path, query) for method, path, query, _ in _run_every_path(kube, "trainjob")}
-    assert ("", "pods/log", "get") in seen and ("jobset.x-k8s.io", "jobsets", "get") in seen
+    requests, lines = _run_every_path(kube, "trainjob")
+    seen = {request_permission(method, path, query) for method, path, query, _ in requests}
+    assert ("", "pods/log", "get") in seen and ("jobset.x-k8s.io", "jobsets", "get") in seen, lines
     seen_pt = _run_every_path_pytorch()
     assert seen | seen_pt == role_grants()
 
@@ -102,7 +104,7 @@ def _run_every_path_pytorch():
     fake = FakeKube()
     host = fake.serve()
     try:
-        requests = _run_every_path((fake, client.ApiClient(client.Configuration(host=host))), "pytorchjob")
+        requests, _ = _run_every_path((fake, client.ApiClient(client.Configuration(host=host))), "pytorchjob")
     finally:
         fake.server.shutdown()
     return {request_permission(method, path, query) for method, path, query, _ in requests}

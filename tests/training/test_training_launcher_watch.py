@@ -172,6 +172,23 @@ def test_success_keeps_the_rank0_log_on_the_volume_then_deletes_the_job(kube, tm
     assert post[3]["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Pod", "name": "launcher-pod", "uid": "uid-9"}]
     log = (root / "launcher.log").read_text()
-    assert f"[{name}-node-0-0-aaaaa] step 2 loss 1.0" in log
+    assert f"[{name}-node-0-0-aaaaa] step 2 loss 1.0" in log, log
     assert len(deletes(fake)) == 1 and not fake.objects  # cleaned up after the log was kept
     assert "deleting it" in log
+
+
+def test_a_failed_log_stream_is_read_at_the_end(kube):
+    """A follow request that fails (kubelet restart, proxy timeout) still shows the rank-0 log:
+    its tail is read once the job is done, and the failure is said."""
+    fake, api = kube
+    cfg, name, m = make()
+    fake.failed_follows = 1
+    fake.scripts[name] = [None, CREATED, CREATED, CREATED, COMPLETE]
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-aaaaa", name, log="step 1 loss 2.0\nstep 2 loss 1.0\n"))
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    assert any("log stream of" in line and "HTTP 500" in line for line in lines), lines
+    assert f"[{name}-node-0-0-aaaaa] step 2 loss 1.0" in lines, lines
+    follows = [r for r in fake.requests if r[1].endswith("/log") and r[2].get("follow") in ("true", "True")]
+    tails = [r for r in fake.requests if r[1].endswith("/log") and "follow" not in r[2]]
+    assert len(follows) == 1 and len(tails) == 1

@@ -21,6 +21,7 @@ class LogFollower:
         self.core, self.namespace, self.selector = core, namespace, selector
         self.container, self.sink = container, sink
         self.streamed: list[str] = []
+        self.unread: set[str] = set()  # pods whose follow stream ended before any output
         self._thread: threading.Thread | None = None
 
     def _started_pods(self) -> list[str]:
@@ -48,18 +49,28 @@ class LogFollower:
             self._thread.start()
 
     def finish(self, timeout: float = 10.0) -> None:
+        """Wait for the open stream, then read the tail of every pod not shown yet: those that
+        started and ended between two polls, and those whose stream failed before any output."""
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.sink(f"[launcher] the log stream of {self.streamed[-1]} is still open "
+                          f"after {timeout:g} s; reading its last lines instead")
+                self.unread.add(self.streamed[-1])
         try:
             fresh = self._started_pods()
-        except Exception:
-            return
-        for pod in fresh:
-            self.streamed.append(pod)
+        except Exception as exc:  # best effort, but say so
+            self.sink(f"[launcher] cannot list pods for their logs ({_short(exc)})")
+            fresh = []
+        for pod in [p for p in self.streamed if p in self.unread] + fresh:
+            if pod not in self.streamed:
+                self.streamed.append(pod)
+            self.unread.discard(pod)
             self._read(pod)
 
     def _follow(self, pod: str) -> None:
         self.sink(f"[launcher] logs of pod {pod}:")
+        shown = False
         try:
             resp = self.core.read_namespaced_pod_log(
                 pod, self.namespace, container=self.container, follow=True,
@@ -70,11 +81,15 @@ class LogFollower:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     self.sink(f"[{pod}] {line.decode('utf-8', 'replace')}")
+                    shown = True
             if pending:
                 self.sink(f"[{pod}] {pending.decode('utf-8', 'replace')}")
+                shown = True
             resp.release_conn()
         except Exception as exc:
             self.sink(f"[launcher] log stream of {pod} ended: {_short(exc)}")
+            if not shown:  # read its tail when the job ends
+                self.unread.add(pod)
 
     def _read(self, pod: str) -> None:
         try:
