@@ -5,8 +5,8 @@ It serves canned replies (a function of the request's messages), checks the bear
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
 a dropped connection, a malformed body, an empty choice list, 400, 401, 403 and 404. Like real
 providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
-``400_echo`` / ``403_echo`` repeat it in full. It records every request it received (time, outcome,
-body size in bytes) and the largest number of requests in flight at once.
+``400_echo`` / ``403_echo`` repeat it in full and partly masked. It records every request it
+received (time, outcome, body size in bytes) and the largest number of requests in flight at once.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ class FakeOpenAI:
         if fault in ("400_echo", "403_echo"):
             status = int(fault[:3])
             self._send_json(handler, status, {"error": {
-                "message": f"Request with key {sent} refused: project sk-proj-4f9a***b2c1 has no access.",
+                "message": f"Request with key {sent} ({sent[:6]}***{sent[-4:]}) refused: project "
+                           "sk-proj-4f9a***b2c1 has no access.",
                 "type": "invalid_request_error"}})
             return
         if self.latency:

@@ -2,6 +2,8 @@
 server on 127.0.0.1: no dataset from a failed teacher, partial data only when asked for, a rerun
 after an outage sends only what failed, and a long document reaches a long-window teacher whole."""
 
+import json
+import logging
 import os
 import socket
 import subprocess
@@ -10,10 +12,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from fake_openai_server import KEY_ENV, body_key
+from fake_openai_server import API_KEY, KEY_ENV, body_key
 
 from longalign.config import GenerationConfig, TeacherAPIConfig
-from longalign.endpoints import EndpointFailed
+from longalign.endpoints import EndpointFailed, EndpointStopped
 from longalign.generation import generate
 from longalign.generation.interface import TRUNCATION_MARK
 
@@ -153,3 +155,38 @@ def test_a_40k_token_document_reaches_a_128k_teacher_whole(server, tmp_path, cor
     assert "1 of 1 documents were longer" in (tmp_path / "short" / "preview.md").read_text()
     (row,) = _rows(tmp_path / "short")
     assert row["messages"][0]["content"].startswith(text)  # the training sample keeps the whole document
+
+
+def test_error_bodies_that_echo_the_key_leave_no_trace_in_a_stage_run(server, ten, tmp_path, caplog):
+    """Issue 21: a provider's error text may repeat the key, in full or partly masked. Through a
+    whole generation run (one request refused with such a text, then a run stopped by one), the key
+    reaches no log line, exception text, stats or file the stage wrote (outputs and journal)."""
+    masked = f"{API_KEY[:6]}***{API_KEY[-4:]}"
+    secrets = (API_KEY, masked, API_KEY[3:], API_KEY[-12:])
+    refused = []
+
+    def fault_for(messages, seen):  # the first question request is refused with the key in the text
+        if "Question:" not in messages[-1]["content"] and (not refused or refused == [body_key(messages)]):
+            refused.append(body_key(messages))
+            return "400_echo"
+        return None
+
+    server.fault_for = fault_for
+    work = tmp_path / "work"
+    with caplog.at_level(logging.DEBUG):  # every logger: ours, the SDK's and its HTTP client's
+        stats = generate(_config(server, teacher_kw={"work_dir": str(work)}), ten, tmp_path / "out")
+        server.fault_for = None
+        server.faults.append("403_echo")
+        with pytest.raises(EndpointStopped) as stopped:
+            generate(_config(server, teacher_kw={"work_dir": str(tmp_path / "work2")}), ten, tmp_path / "out2")
+    assert stats["teacher_failures"]["reasons"] == {"http_400": 1}  # the refusal happened and was counted
+    assert "refused with HTTP 400" in caplog.text and "HTTP 403" in str(stopped.value)
+    files = [p for d in (tmp_path / "out", work, tmp_path / "work2") for p in d.rglob("*") if p.is_file()]
+    assert any(p.name == "stats.json" for p in files) and any(p.suffix == ".parquet" for p in files)
+    texts = {"log": caplog.text, "exception": str(stopped.value), "stats": json.dumps(stats, default=str)}
+    texts.update({str(p): p.read_bytes().decode("utf-8", "replace") for p in files})
+    for name, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"the key ({secret[:8]}...) in {name}"
+    assert "sk-***" in caplog.text and "sk-***" in str(stopped.value)  # the echoed text was there, redacted
+    assert not (tmp_path / "out2").exists()
