@@ -266,6 +266,26 @@ class Shards:
                     batch = f.get_batch(i)
                     yield batch.select(columns) if columns else batch
 
+    def iter_range(self, start: int, stop: int, batch_size: int,
+                   columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of at most ``batch_size`` rows holding exactly rows ``start`` to
+        ``stop - 1`` of the shards in order (the rows ``iter_batches`` yields, counted from 0);
+        only the row groups (Parquet) or record batches (Arrow) overlapping the range are read."""
+        at = 0  # global index of the first row of the current group
+        for f in self.files:
+            parquet = self.format.suffix == "parquet"
+            groups = f.metadata.num_row_groups if parquet else f.num_record_batches
+            for g in range(groups):
+                n = f.metadata.row_group(g).num_rows if parquet else f.get_batch(g).num_rows
+                lo, hi = max(start, at), min(stop, at + n)
+                if lo < hi:
+                    table = (f.read_row_group(g, columns=columns) if parquet
+                             else pa.Table.from_batches([f.get_batch(g)]).select(columns or f.schema.names))
+                    yield from table.slice(lo - at, hi - lo).to_batches(max_chunksize=batch_size)
+                at += n
+                if at >= stop:
+                    return
+
 
 def write_packed_meta(directory: str | os.PathLike, *, strategy: str, max_len: int, model: str,
                       pad_token_id: int, rows: int, batches: int, samples: int, tokens: int,

@@ -208,6 +208,10 @@ class PackingConfig(_Section):
         "text: a document longer than max_len is cut into max_len pieces (each a row of its "
         "own) and the remainder is packed like any other document; false: such documents "
         "follow truncation (drop, or keep the first and last halves)"))
+    workers: int = Field(1, ge=0, description=(
+        "processes that tokenise contiguous parts of the input in parallel (0: one per core); "
+        "the parts are joined in input order before dedup and planning, so the rows are the "
+        "same for any value"))
 
 
 class TrainingConfig(_Section):

@@ -33,6 +33,20 @@ class Tally:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"id": sample_id, "reason": reason, "detail": detail})
 
+    def as_dict(self) -> dict[str, Any]:
+        """The counts as plain JSON-able values (what a map worker hands back)."""
+        return {"samples_in": self.samples_in, "skipped": dict(self.skipped),
+                "examples": self.examples, "truncated": self.truncated, "tasks": dict(self.tasks)}
+
+    def merge(self, part: dict[str, Any]) -> None:
+        """Add the counts of a later part of the input (``as_dict`` of its tally); the kept
+        examples stay the first ``MAX_EXAMPLES`` in input order."""
+        self.samples_in += part["samples_in"]
+        self.skipped.update(part["skipped"])
+        self.examples.extend(part["examples"][:MAX_EXAMPLES - len(self.examples)])
+        self.truncated += part["truncated"]
+        self.tasks.update(part["tasks"])
+
 
 def length_histogram(lengths: np.ndarray, max_len: int) -> dict[str, list[int]]:
     """Counts of sample lengths in power-of-two bins [0, 16), [16, 32), ... up to max_len."""

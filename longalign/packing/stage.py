@@ -8,6 +8,11 @@ layout is planned from the lengths (``plan_packs``, ``plan_sorted`` or ``plan_na
 writes the rows in that order, one record batch at a time, reading the samples back with
 positional reads. Peak memory is one chunk of chats plus one record batch of rows, plus about
 24 bytes per sample.
+
+With ``config.workers`` > 1, pass 1 is a map over that many contiguous parts of the input in
+worker processes (``longalign.packing.parallel``) whose stores are joined in input order; the
+dedup, the plan and pass 2 run once over the joined store, so the rows equal the one-process
+rows byte for byte.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -24,17 +28,15 @@ from longalign.errors import UserError
 from longalign.formats import CHATS, CORPUS, Shards, write_packed_meta
 from longalign.io import atomic_dir
 from longalign.models import load_tokenizer
-from longalign.packing.encode import ChatEncoder, Encoded
+from longalign.packing.parallel import encode_into, encode_parallel, make_encoder
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
                                     plan_sorted)
 from longalign.packing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.packing.store import SampleStore, write_rows
-from longalign.packing.text import TextEncoder, text_records
 from longalign.progress import track
 from longalign.results import StageResult, numeric
 
 log = logging.getLogger("longalign")
-READ_BATCH = 256  # chats read from a Parquet shard at a time
 
 
 def plan_batches(config: PackingConfig, lengths: np.ndarray) -> tuple[list[list[list[int]]], float]:
@@ -48,37 +50,6 @@ def plan_batches(config: PackingConfig, lengths: np.ndarray) -> tuple[list[list[
     else:
         groups = plan_naive(len(lengths), config.batch_size, seed=config.seed)
     return [[[i] for i in g] for g in groups], padded_efficiency(lengths, groups)
-
-
-def _records(chats: Shards, tally: Tally) -> Iterator[tuple[str, object]]:
-    """(id, messages) of every chat, streamed; rows without an id are counted and skipped."""
-    n = 0
-    columns = ["id", "messages"] + (["task"] if "task" in chats.columns else [])
-    for batch in chats.iter_batches(READ_BATCH, columns):
-        if "task" in columns:
-            tally.tasks.update(str(t) for t in batch.column("task").to_pylist() if t)
-        for sample_id, messages in zip(batch.column("id").to_pylist(),
-                                       batch.column("messages").to_pylist()):
-            tally.samples_in += 1
-            sample_id = str(sample_id) if sample_id is not None else ""
-            if sample_id:
-                yield sample_id, messages
-            else:
-                tally.skip(f"row {n}", "malformed", "missing id")
-            n += 1
-
-
-def _encode_all(chats: Shards, encoder: ChatEncoder | TextEncoder, store: SampleStore,
-                tally: Tally) -> None:
-    text = isinstance(encoder, TextEncoder)
-    results = encoder.encode_stream((text_records if text else _records)(chats, tally))
-    total = chats.num_rows
-    for r in track(results, "tokenising " + ("documents" if text else "chats"), total=total):
-        if isinstance(r, Encoded):
-            tally.truncated += r.truncated
-            store.append([r])
-        else:
-            tally.skip(r.id, r.reason, r.detail)
 
 
 def duplicates(store: SampleStore) -> np.ndarray:
@@ -117,18 +88,18 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
     if files.num_rows == 0:
         raise UserError(f"{files.format.name} {chats} holds no " + ("documents" if text else "samples"))
     tokenizer = load_tokenizer(model)
-    if text:
-        encoder: ChatEncoder | TextEncoder = TextEncoder(
-            tokenizer, config.max_len, split_long=config.split_long, truncation=config.truncation)
-    else:
-        encoder = ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
-                              config.chat_template)
+    encoder = make_encoder(config, tokenizer)
+    workers = min(config.workers or os.cpu_count() or 1, files.num_rows)
     tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        store = SampleStore(tmp)
+        if workers > 1:  # the map in worker processes; the parts joined in input order
+            store, tally = encode_parallel(config, model, files, tmp, workers)
+        else:
+            store = SampleStore(tmp)
         try:
-            _encode_all(files, encoder, store, tally)
-            store.close()
+            if workers <= 1:
+                encode_into(files, encoder, store, tally)
+                store.close()
             keep = np.ones(store.count, dtype=bool)
             for i in duplicates(store).tolist():
                 tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")

@@ -44,7 +44,10 @@ class SampleStore:
     """Append-only temporary store of tokenised samples (pass 1), read back by index (pass 2).
 
     After ``close()``, ``lengths``, ``targets`` and ``hashes`` are numpy arrays (one entry per
-    stored sample, in append order).
+    stored sample, in append order). A store written by another process (a map worker of
+    ``longalign.packing.parallel``) is finished with ``finish()``, which saves those arrays next
+    to its files (``<name>.index.npy``); ``SampleStore.join`` then opens several such parts as one
+    store, their samples in the order of the names given.
     """
 
     def __init__(self, directory: str | os.PathLike, name: str = ".samples") -> None:
@@ -57,7 +60,8 @@ class SampleStore:
         self._targets = array("i")
         self._id_sizes = array("i")
         self._hashes = array("q")
-        self._fds: tuple[int, int] | None = None
+        self._fds: list[tuple[int, int]] | None = None
+        self._files = [self.path, self.ids_path]  # deleted by release()
 
     @property
     def count(self) -> int:
@@ -74,36 +78,80 @@ class SampleStore:
             self._id_sizes.append(len(raw))
             self._hashes.append(id_hash(s.id))
 
+    def _index(self) -> np.ndarray:
+        """(4, count) int64: lengths, targets, id sizes, id hashes of the appended samples."""
+        self._tokens.close()
+        self._ids.close()
+        return np.stack([np.frombuffer(a, dtype=t).astype(np.int64) for a, t in (
+            (self._lengths, np.int64), (self._targets, np.int32), (self._id_sizes, np.int32),
+            (self._hashes, np.int64))]) if len(self._lengths) else np.zeros((4, 0), np.int64)
+
+    def finish(self) -> int:
+        """Finish writing a part for ``join`` (saves ``<name>.index.npy``); returns its sample
+        count. The store cannot be read afterwards; ``join`` the part instead."""
+        index = self._index()
+        np.save(self.path.with_name(self.path.name[:-len(".bin")] + ".index.npy"), index,
+                allow_pickle=False)
+        return index.shape[1]
+
     def close(self) -> None:
         """Finish writing; make the per-sample arrays available and open the files for reading."""
         if self._fds is not None:
             return
-        self._tokens.close()
-        self._ids.close()
-        self.lengths = np.frombuffer(self._lengths, dtype=np.int64).copy()
-        self.targets = np.frombuffer(self._targets, dtype=np.int32).copy()
-        self.hashes = np.frombuffer(self._hashes, dtype=np.int64).copy()
-        id_sizes = np.frombuffer(self._id_sizes, dtype=np.int32).astype(np.int64)
-        del self._lengths, self._targets, self._hashes, self._id_sizes
-        self._token_start = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
-        self._id_start = np.concatenate([[0], np.cumsum(id_sizes)]).astype(np.int64)
-        self._fds = (os.open(self.path, os.O_RDONLY), os.open(self.ids_path, os.O_RDONLY))
+        self._attach([(self.path, self.ids_path, self._index())])
+
+    @classmethod
+    def join(cls, directory: str | os.PathLike, names: Sequence[str]) -> "SampleStore":
+        """Open the finished parts ``names`` (in ``directory``) as one closed store: the samples
+        of ``names[0]`` first, then those of ``names[1]``, ... ``release()`` deletes every part."""
+        directory = Path(directory)
+        store = cls.__new__(cls)
+        parts = []
+        for name in names:
+            index_path = directory / f"{name}.index.npy"
+            parts.append((directory / f"{name}.bin", directory / f"{name}.ids.bin",
+                          np.load(index_path, allow_pickle=False)))
+        store.path = parts[0][0] if parts else directory / ".samples.bin"
+        store._attach(parts)
+        store._files += [directory / f"{name}.index.npy" for name in names]
+        return store
+
+    def _attach(self, parts: list[tuple[Path, Path, np.ndarray]]) -> None:
+        """The closed state: per-sample arrays over all parts and one pair of read fds per part."""
+        for name in ("_lengths", "_targets", "_hashes", "_id_sizes"):
+            self.__dict__.pop(name, None)
+        index = np.concatenate([p[2] for p in parts], axis=1) if parts else np.zeros((4, 0), np.int64)
+        self.lengths = index[0].copy()
+        self.targets = index[1].astype(np.int32)
+        self.hashes = index[3].copy()
+        # where each sample starts in its part's token file (in tokens) and ids file (in bytes)
+        self._token_start = np.concatenate(
+            [np.cumsum(p[2][0]) - p[2][0] for p in parts] or [[]]).astype(np.int64)
+        self._id_start = np.concatenate(
+            [np.cumsum(p[2][2]) - p[2][2] for p in parts] or [[]]).astype(np.int64)
+        self._id_size = index[2].astype(np.int32)
+        self._part = np.repeat(np.arange(len(parts), dtype=np.int32),
+                               [p[2].shape[1] for p in parts])
+        self._files = [f for p in parts for f in p[:2]]
+        self._fds = [(os.open(p[0], os.O_RDONLY), os.open(p[1], os.O_RDONLY)) for p in parts]
 
     def release(self) -> None:
         """Close the files and delete them."""
         if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
+            for pair in self._fds:
+                for fd in pair:
+                    os.close(fd)
             self._fds = None
-        for f in (self._tokens, self._ids):
-            f.close()
-        for p in (self.path, self.ids_path):
+        for f in (getattr(self, "_tokens", None), getattr(self, "_ids", None)):
+            if f is not None:
+                f.close()
+        for p in self._files:
             p.unlink(missing_ok=True)
 
     def sample_id(self, i: int) -> str:
         assert self._fds is not None, "close() the store before reading"
-        a, b = int(self._id_start[i]), int(self._id_start[i + 1])
-        return os.pread(self._fds[1], b - a, a).decode()
+        return os.pread(self._fds[self._part[i]][1], int(self._id_size[i]),
+                        int(self._id_start[i])).decode()
 
     def read_into(self, i: int, ids: np.ndarray, labels: np.ndarray) -> None:
         """Read sample ``i``'s ids and labels into two int32 views of its exact length."""
@@ -112,9 +160,9 @@ class SampleStore:
         if n == 0:
             return
         offset = 8 * int(self._token_start[i])
-        got = os.preadv(self._fds[0], [ids, labels], offset)
+        got = os.preadv(self._fds[self._part[i]][0], [ids, labels], offset)
         if got != 8 * n:
-            raise OSError(f"short read of sample {i} from {self.path}")
+            raise OSError(f"short read of sample {i} from {self._files[2 * self._part[i]]}")
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``i``'s (input_ids, labels)."""

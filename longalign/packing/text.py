@@ -95,10 +95,14 @@ def _sample(sample_id: str, tokens: np.ndarray, truncated: bool = False) -> Enco
     return Encoded(sample_id, tokens.copy(), labels, truncated)
 
 
-def text_records(corpus: Shards, tally: Any) -> Iterator[tuple[str, Any]]:
-    """(id, text) of every corpus document, streamed; rows without an id are counted and skipped."""
-    n = 0
-    for batch in corpus.iter_batches(READ_BATCH, ["id", "text"]):
+def text_records(corpus: Shards, tally: Any,
+                 rows: tuple[int, int] | None = None) -> Iterator[tuple[str, Any]]:
+    """(id, text) of every corpus document (of input rows ``rows[0]`` to ``rows[1] - 1`` if
+    given), streamed; rows without an id are counted and skipped."""
+    n = rows[0] if rows else 0
+    batches = (corpus.iter_range(*rows, READ_BATCH, ["id", "text"]) if rows
+               else corpus.iter_batches(READ_BATCH, ["id", "text"]))
+    for batch in batches:
         for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
             tally.samples_in += 1
             if doc_id:

@@ -1,0 +1,131 @@
+"""Packing's map step: tokenise the input in parts, in this process or in N worker processes.
+
+The packing stage is a map over parts of its input followed by a reduce. The map tokenises one
+contiguous range of input rows (``Shards.iter_range``) into a ``SampleStore`` part and counts its
+skips in a ``Tally``; the reduce (``longalign.packing.stage``) joins the parts in input order
+(``SampleStore.join``), drops duplicate ids over all of them, plans the rows over all lengths
+and writes them. Since a sample's tokens do not depend on which other samples share its
+tokenizer call, and the parts are joined in input order, the joined store holds the same samples
+in the same order as one pass over the whole input, so the rows are identical for any number of
+workers.
+
+Workers are spawned (not forked: the tokenizer's Rust thread pool does not survive a fork) and
+each loads the tokenizer itself. Each worker's tokenizer thread pool gets ``cores // workers``
+threads (``RAYON_NUM_THREADS``, unless the environment sets it) so the workers do not
+oversubscribe the cores. Parts travel between processes as files in the output's temporary
+directory plus a JSON-able tally; nothing is pickled but the call arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Iterator
+
+from longalign.config import PackingConfig
+from longalign.formats import CHATS, CORPUS, Shards
+from longalign.packing.encode import ChatEncoder, Encoded
+from longalign.packing.report import Tally
+from longalign.packing.store import SampleStore
+from longalign.packing.text import TextEncoder, text_records
+from longalign.progress import track
+
+log = logging.getLogger("longalign")
+READ_BATCH = 256  # chats read from a Parquet shard at a time
+
+
+def make_encoder(config: PackingConfig, tokenizer: Any) -> ChatEncoder | TextEncoder:
+    """The encoder of ``config.format`` (chats through the template, or plain text)."""
+    if config.format == "text":
+        return TextEncoder(tokenizer, config.max_len, split_long=config.split_long,
+                           truncation=config.truncation)
+    return ChatEncoder(tokenizer, config.max_len, config.truncation, config.label_turns,
+                       config.chat_template)
+
+
+def chat_records(chats: Shards, tally: Tally,
+                 rows: tuple[int, int] | None = None) -> Iterator[tuple[str, object]]:
+    """(id, messages) of every chat (of input rows ``rows[0]`` to ``rows[1] - 1`` if given),
+    streamed; rows without an id are counted and skipped."""
+    n = rows[0] if rows else 0
+    columns = ["id", "messages"] + (["task"] if "task" in chats.columns else [])
+    batches = (chats.iter_range(*rows, READ_BATCH, columns) if rows
+               else chats.iter_batches(READ_BATCH, columns))
+    for batch in batches:
+        if "task" in columns:
+            tally.tasks.update(str(t) for t in batch.column("task").to_pylist() if t)
+        for sample_id, messages in zip(batch.column("id").to_pylist(),
+                                       batch.column("messages").to_pylist()):
+            tally.samples_in += 1
+            sample_id = str(sample_id) if sample_id is not None else ""
+            if sample_id:
+                yield sample_id, messages
+            else:
+                tally.skip(f"row {n}", "malformed", "missing id")
+            n += 1
+
+
+def encode_into(files: Shards, encoder: ChatEncoder | TextEncoder, store: SampleStore,
+                tally: Tally, rows: tuple[int, int] | None = None, *, progress: bool = True) -> None:
+    """Tokenise the input (or its rows ``rows``) into ``store``, counting skips in ``tally``."""
+    text = isinstance(encoder, TextEncoder)
+    records = (text_records if text else chat_records)(files, tally, rows)
+    results = encoder.encode_stream(records)
+    if progress:
+        results = track(results, "tokenising " + ("documents" if text else "chats"),
+                        total=files.num_rows)
+    for r in results:
+        if isinstance(r, Encoded):
+            tally.truncated += r.truncated
+            store.append([r])
+        else:
+            tally.skip(r.id, r.reason, r.detail)
+
+
+def split_rows(total: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous row ranges covering ``range(total)``, sizes differing by at most 1."""
+    bounds = [total * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def encode_part(config: dict[str, Any], model: str, source: str, rows: tuple[int, int],
+                directory: str, name: str, threads: int) -> dict[str, Any]:
+    """Map step for one part (runs in a worker): tokenise input rows ``rows`` of ``source`` into
+    the store part ``name`` in ``directory``; returns the part's tally (``Tally.as_dict``) and
+    its sample count."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+    from longalign.models import load_tokenizer
+
+    cfg = PackingConfig(**config)
+    files = Shards(CORPUS if cfg.format == "text" else CHATS, source)
+    tally = Tally()
+    store = SampleStore(directory, name)
+    try:
+        encode_into(files, make_encoder(cfg, load_tokenizer(model)), store, tally, rows,
+                    progress=False)
+    finally:
+        count = store.finish()
+    return {"tally": tally.as_dict(), "samples": count}
+
+
+def encode_parallel(config: PackingConfig, model: str, files: Shards, directory: str | os.PathLike,
+                    workers: int) -> tuple[SampleStore, Tally]:
+    """The map over ``workers`` parts of ``files`` in as many spawned processes; returns the
+    joined store (closed, samples in input order) and the merged tally."""
+    ranges = split_rows(files.num_rows, workers)
+    names = [f".samples-{k:05d}" for k in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    tally = Tally()
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(encode_part, config.model_dump(), model, str(files.directory),
+                               rows, str(directory), name, threads)
+                   for rows, name in zip(ranges, names)]
+        for k, future in enumerate(futures):
+            part = future.result()
+            tally.merge(part["tally"])
+            log.info("packing: part %d/%d (rows %d-%d) -> %d samples", k + 1, workers,
+                     *ranges[k], part["samples"])
+    return SampleStore.join(directory, names), tally
