@@ -76,6 +76,11 @@ class SourcingConfig(_Section):
         "decides whether sourcing re-runs) compares the files of dir: sources, local hf: folders and "
         "git: trees without a commit: 'stat' by size and modification time, 'content' by SHA-256 of "
         "each file. jsonl: and parquet: files are always hashed, git: repositories count by commit.")
+    workers: int = Field(1, ge=0, description=(
+        "processes for the per-document work (decoding, filters, hashes, MinHash signatures, "
+        "token counts; 0: one per core); dedup and the keep decisions stay in one process in the "
+        "one-process order, so the corpus is the same for any value. Runs with max_documents or "
+        "mix use one process"))
 
     @model_validator(mode="after")
     def _check_range(self) -> "SourcingConfig":

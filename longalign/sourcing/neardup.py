@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for combining word hashes
 CHUNK = 8192  # shingles per MinHash update (bounds the permutation matrix to CHUNK x num_perm)
@@ -83,9 +83,13 @@ class NearDuplicates:
             sig.update_batch(hashes[start:start + CHUNK])
         return sig
 
-    def check_and_add(self, text: str, key: str) -> Optional[str]:
-        """The key of an earlier near-duplicate of ``text``, or None (then ``text`` is indexed)."""
-        sig = self.signature(text)
+    def check_and_add(self, text: str, key: str,
+                      hashvalues: Optional[np.ndarray] = None) -> Optional[str]:
+        """The key of an earlier near-duplicate of ``text``, or None (then ``text`` is indexed).
+        ``hashvalues``: the signature's hash values when they were computed elsewhere (by a map
+        worker, with the same settings)."""
+        sig = (self.signature(text) if hashvalues is None
+               else LeanMinHash(seed=self.seed, hashvalues=hashvalues, scheme="affine64"))
         matches = self.lsh.query(sig)
         if matches:
             return min(matches)

@@ -8,6 +8,8 @@ one row group, and small per-document state (candidate offsets, 32-byte digests,
 Per document, in order: decode and NFC-normalise (``binary``, ``undecodable``, ``empty``),
 quality filters (``non_text``, ``repeated_lines``), exact duplicates (``duplicate``), near
 duplicates (``near_duplicate``), then token counting (``too_short``, ``too_long`` or split).
+With ``workers`` > 1 (and neither ``max_documents`` nor ``mix``) the per-document work runs in
+worker processes and the decisions here, in the same order (``longalign.sourcing.parallel``).
 
 Selection order. Without ``max_documents`` and ``mix`` sources are read in order, each in its
 sorted order. With ``max_documents`` every source is read in a seeded shuffled order
@@ -41,6 +43,7 @@ from longalign.results import StageResult, numeric
 from longalign.sourcing.base import interleave
 from longalign.sourcing.mix import mix_groups, mixed
 from longalign.sourcing.neardup import NearDuplicates
+from longalign.sourcing.parallel import Prepared, prepared_candidates
 from longalign.sourcing.quality import quality_issue
 from longalign.sourcing.readers import Reader, Record, Rejection, open_reader
 from longalign.sourcing.report import Tally, build_stats, plot_lengths, summary_markdown
@@ -71,6 +74,7 @@ class _Pending:
     record: Record
     text: str
     digest: str
+    n_tokens: Optional[int] = None  # counted by the map step (longalign.sourcing.parallel)
 
 
 class _Run:
@@ -105,16 +109,17 @@ class _Run:
             raise UserError(f"{spec}: {uri}: {reason} ({detail}); strict mode stops at bad input")
         self.tally.reject(spec, uri, reason, detail, part=part)
 
-    def _new_digest(self, text: str) -> tuple[str, bool]:
-        digest = sha256_hex(text)
+    def _new_digest(self, text: str, digest: str = "") -> tuple[str, bool]:
+        digest = digest or sha256_hex(text)
         raw = bytes.fromhex(digest)
         if raw in self.seen:
             return digest, False
         self.seen.add(raw)
         return digest, True
 
-    def take(self, spec: str, item: Record | Rejection) -> None:
-        """Check one reader item; usable text waits in the batch for token counting."""
+    def take(self, spec: str, item: Record | Rejection, pre: Optional[Prepared] = None) -> None:
+        """Check one reader item; usable text waits in the batch for token counting. ``pre``
+        holds what the map step computed for it (``longalign.sourcing.parallel``)."""
         if isinstance(item, Rejection):
             if not item.part:
                 self.tally.sources[spec].read += 1
@@ -122,25 +127,25 @@ class _Run:
             return
         self.tally.sources[spec].read += 1
         cfg = self.config
-        text, reason, detail = clean_text(item.data)
+        text, reason, detail = (pre.text, pre.reason, pre.detail) if pre else clean_text(item.data)
         if text is None:
             self.reject(spec, item.uri, reason, detail)
             return
-        issue = quality_issue(text, cfg.min_alpha_fraction, cfg.max_long_word_fraction,
-                              cfg.max_repeated_line_fraction)
+        issue = pre.issue if pre else quality_issue(
+            text, cfg.min_alpha_fraction, cfg.max_long_word_fraction, cfg.max_repeated_line_fraction)
         if issue:
             self.reject(spec, item.uri, *issue)
             return
-        digest, new = self._new_digest(text)
+        digest, new = self._new_digest(text, pre.digest if pre else "")
         if not new:
             self.reject(spec, item.uri, "duplicate", f"same text as an earlier document ({digest[:16]})")
             return
         if self.near is not None:
-            match = self.near.check_and_add(text, digest[:16])
+            match = self.near.check_and_add(text, digest[:16], pre.signature if pre else None)
             if match is not None:
                 self.reject(spec, item.uri, "near_duplicate", f"similar to an earlier document ({match})")
                 return
-        self.pending.append(_Pending(spec, item, text, digest))
+        self.pending.append(_Pending(spec, item, text, digest, pre.n_tokens if pre else None))
         self.pending_chars += len(text)
 
     def batch_ready(self) -> bool:
@@ -162,7 +167,8 @@ class _Run:
     def flush(self) -> None:
         """Count tokens of the batch, then keep, split or reject each document in order."""
         batch, self.pending, self.pending_chars = self.pending, [], 0
-        counts = self.counter.count([d.text for d in batch])
+        counts = ([d.n_tokens for d in batch] if all(d.n_tokens is not None for d in batch)
+                  else self.counter.count([d.text for d in batch]))
         for doc, n in zip(batch, counts):
             self.chars_counted += len(doc.text)
             self.tokens_counted += n
@@ -243,6 +249,20 @@ def _candidates(readers: list[Reader], config: SourcingConfig, run: _Run,
     yield from interleave(tagged, [r.size for r in readers], rng)
 
 
+def _walk(readers: list[Reader], config: SourcingConfig, model: str, run: _Run,
+          stop: dict) -> Iterator[tuple[int, list, list]]:
+    """(reader index, candidate items, their map-step values or Nones) in the selection order;
+    the map runs in ``config.workers`` processes when the order allows it."""
+    workers = config.workers or os.cpu_count() or 1
+    if workers > 1 and config.max_documents is None and config.mix is None:
+        yield from prepared_candidates(config, model, readers, workers)
+        return
+    if workers > 1:
+        log.info("sourcing: one process (max_documents and mix decide on what was kept so far)")
+    for k, items in _candidates(readers, config, run, stop):
+        yield k, items, [None] * len(items)
+
+
 def source(
     config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False,
     fingerprint: dict | None = None,
@@ -282,9 +302,10 @@ def source(
         for spec, err in listing_errors:
             run.take(spec, err)
         stop: dict = {"stopped_by": None}
-        for k, items in track(_candidates(readers, config, run, stop), "sourcing", total=known):
-            for item in items:
-                run.take(readers[k].spec, item)
+        for k, items, prepared in track(_walk(readers, config, model, run, stop), "sourcing",
+                                        total=known):
+            for item, pre in zip(items, prepared):
+                run.take(readers[k].spec, item, pre)
             if run.batch_ready():
                 run.flush()
                 if run.full:

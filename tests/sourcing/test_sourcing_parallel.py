@@ -1,0 +1,87 @@
+"""Sourcing with its per-document work in worker processes: the corpus of one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sourcing_helpers import write
+
+from longalign.config import SourcingConfig
+from longalign.models import load_tokenizer
+from longalign.sourcing import source
+from longalign.sourcing.parallel import UNIT, Preparer
+from longalign.sourcing.readers import Record
+from longalign.sourcing.text import TokenCounter
+
+MODEL = "embedded:tiny"
+WORDS = ("river stone cloud maple ember quartz violet harbor meadow lantern copper falcon "
+         "orchid tundra saffron glacier").split()
+
+
+def doc(i: int, paragraphs: int = 6) -> str:
+    rng = np.random.default_rng(i)
+    return "\n\n".join(f"Part {i}.{p}. " + " ".join(rng.choice(WORDS, 40)) + "."
+                       for p in range(paragraphs)) + "\n"
+
+
+def inputs(root: Path) -> list[str]:
+    d = root / "in"
+    n = 3 * UNIT + 5  # several work units per worker
+    for i in range(n):
+        write(d / f"f{i:03d}.txt", doc(i))
+    write(d / "f040_copy.txt", doc(3))  # exact duplicate of an early file, in a later unit
+    near = doc(7).replace("Part 7.5.", "Part 7.5 (revised).")
+    write(d / "f045_near.txt", near)  # near duplicate of f007
+    write(d / "f046_long.txt", "\n\n".join(doc(1000 + k) for k in range(12)))  # split
+    write(d / "f047_bin.dat", b"\x00\x01binary")
+    write(d / "f048_short.txt", "Too short.\n")
+    write(root / "docs.jsonl", "\n".join(
+        [json.dumps({"text": doc(200 + i)}) for i in range(UNIT + 3)]
+        + [json.dumps({"text": doc(11)}), "{broken"]) + "\n")  # a streamed source
+    return [f"dir:{d}", f"jsonl:{root / 'docs.jsonl'}"]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "lengths.png"}
+    for name in ("stats.json", "result.json"):
+        data = json.loads(files[name])
+        config = data.get("config") or data.get("stats", {}).get("config")
+        if config:
+            config.pop("workers")
+        files[name] = json.dumps(data, sort_keys=True).encode()
+    return files
+
+
+def test_three_workers_keep_the_documents_one_process_keeps(tmp_path: Path) -> None:
+    specs = inputs(tmp_path)
+    base = dict(sources=specs, min_tokens=100, max_tokens=700, near_dup_threshold=0.7)
+    one = source(SourcingConfig(**base), MODEL, tmp_path / "one")
+    three = source(SourcingConfig(**base, workers=3), MODEL, tmp_path / "three")
+    rejected = one["rejected"]
+    assert rejected["duplicate"] == 2 and rejected["near_duplicate"] == 1
+    assert rejected["binary"] == 1 and rejected["too_short"] == 1
+    assert one["selection"]["candidates_visited"] == three["selection"]["candidates_visited"]
+    assert one["documents_kept"] > 3 * UNIT
+    a, b = outputs(tmp_path / "one"), outputs(tmp_path / "three")
+    assert sorted(a) == sorted(b) and any(n.endswith(".parquet") for n in a)
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_prepared_values_equal_the_stage_functions(tmp_path: Path) -> None:
+    from longalign.sourcing.neardup import NearDuplicates
+    from longalign.sourcing.text import sha256_hex
+
+    config = SourcingConfig(sources=["stdlib:"], near_dup_threshold=0.8, near_dup_num_perm=64)
+    counter = TokenCounter(load_tokenizer(MODEL))
+    texts = [doc(1), doc(2, 30), "x\x00y", "   ", "caf\u0065\u0301 " + doc(3)]
+    got = Preparer(config, counter).prepare([Record(f"u{i}", t) for i, t in enumerate(texts)])
+    near = NearDuplicates(0.8, 64)
+    assert [p.reason for p in got] == ["", "", "binary", "empty", ""]
+    for p, t in zip(got, texts):
+        if p.text is not None:
+            assert p.digest == sha256_hex(p.text) and p.n_tokens == counter.count([p.text])[0]
+            assert (p.signature == near.signature(p.text).hashvalues).all()
+    assert got[4].text.startswith("caf\u00e9")  # NFC-normalised, as the one-process path
