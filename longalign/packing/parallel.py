@@ -9,8 +9,9 @@ tokenizer call, and the parts are joined in input order, the joined store holds 
 in the same order as one pass over the whole input, so the rows are identical for any number of
 workers.
 
-Workers are spawned (not forked: the tokenizer's Rust thread pool does not survive a fork) and
-each loads the tokenizer itself. Each worker's tokenizer thread pool gets ``cores // workers``
+This process encodes the first part itself; the other parts go to ``workers - 1`` processes,
+spawned (not forked: the tokenizer's Rust thread pool does not survive a fork), each loading the
+tokenizer itself (a fixed start-up cost of a few seconds per worker). Each worker's tokenizer thread pool gets ``cores // workers``
 threads (``RAYON_NUM_THREADS``, unless the environment sets it) so the workers do not
 oversubscribe the cores. Parts travel between processes as files in the output's temporary
 directory plus a JSON-able tally; nothing is pickled but the call arguments.
@@ -22,10 +23,13 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Iterator
 
 from longalign.config import PackingConfig
+from longalign.errors import UserError
 from longalign.formats import CHATS, CORPUS, Shards
+from longalign.io import atomic_dir, write_json
 from longalign.packing.encode import ChatEncoder, Encoded
 from longalign.packing.report import Tally
 from longalign.packing.store import SampleStore
@@ -90,18 +94,29 @@ def split_rows(total: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def input_shards(config: PackingConfig, source: str | os.PathLike) -> Shards:
+    """The packing input: the corpus (format text) or the chats, checked to be non-empty."""
+    text = config.format == "text"
+    files = Shards(CORPUS if text else CHATS, source)
+    if files.num_rows == 0:
+        raise UserError(f"{files.format.name} {source} holds no "
+                        + ("documents" if text else "samples"))
+    return files
+
+
 def encode_part(config: dict[str, Any], model: str, source: str, rows: tuple[int, int],
-                directory: str, name: str, threads: int) -> dict[str, Any]:
+                stem: str, threads: int) -> dict[str, Any]:
     """Map step for one part (runs in a worker): tokenise input rows ``rows`` of ``source`` into
-    the store part ``name`` in ``directory``; returns the part's tally (``Tally.as_dict``) and
-    its sample count."""
+    the store part ``stem`` (``directory / name``); returns the part's tally (``Tally.as_dict``)
+    and its sample count."""
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     from longalign.models import load_tokenizer
 
     cfg = PackingConfig(**config)
-    files = Shards(CORPUS if cfg.format == "text" else CHATS, source)
+    files = input_shards(cfg, source)
     tally = Tally()
-    store = SampleStore(directory, name)
+    stem_path = Path(stem)
+    store = SampleStore(stem_path.parent, stem_path.name)
     try:
         encode_into(files, make_encoder(cfg, load_tokenizer(model)), store, tally, rows,
                     progress=False)
@@ -111,21 +126,59 @@ def encode_part(config: dict[str, Any], model: str, source: str, rows: tuple[int
 
 
 def encode_parallel(config: PackingConfig, model: str, files: Shards, directory: str | os.PathLike,
-                    workers: int) -> tuple[SampleStore, Tally]:
-    """The map over ``workers`` parts of ``files`` in as many spawned processes; returns the
-    joined store (closed, samples in input order) and the merged tally."""
+                    workers: int, encoder: ChatEncoder | TextEncoder) -> tuple[SampleStore, Tally]:
+    """The map over ``workers`` parts of ``files``: the first part in this process (with
+    ``encoder``, while the workers start), the others in ``workers - 1`` spawned processes;
+    returns the joined store (closed, samples in input order) and the merged tally."""
     ranges = split_rows(files.num_rows, workers)
     names = [f".samples-{k:05d}" for k in range(workers)]
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     tally = Tally()
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
         futures = [pool.submit(encode_part, config.model_dump(), model, str(files.directory),
-                               rows, str(directory), name, threads)
-                   for rows, name in zip(ranges, names)]
-        for k, future in enumerate(futures):
-            part = future.result()
-            tally.merge(part["tally"])
+                               rows, str(Path(directory) / name), threads)
+                   for rows, name in zip(ranges[1:], names[1:])]
+        store = SampleStore(directory, names[0])
+        try:
+            encode_into(files, encoder, store, tally, ranges[0], progress=False)
+        finally:
+            count = store.finish()
+        parts = [{"samples": count}] + [f.result() for f in futures]
+        for k, part in enumerate(parts):
+            if k:
+                tally.merge(part["tally"])
             log.info("packing: part %d/%d (rows %d-%d) -> %d samples", k + 1, workers,
                      *ranges[k], part["samples"])
-    return SampleStore.join(directory, names), tally
+    return SampleStore.join([Path(directory) / name for name in names]), tally
+
+
+PART = "part"  # the store part's name inside a map step's output
+TALLY = "tally.json"
+
+
+def encode_shard(config: PackingConfig, model: str, source: str | os.PathLike,
+                 output: str | os.PathLike, index: int, count: int, *,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """The map step as a stage of its own (one pod of a sharded run): tokenise part ``index`` of
+    ``count`` (``split_rows`` of the input rows) into ``output`` (``part.bin``,
+    ``part.ids.bin``, ``part.index.npy`` and ``tally.json``, atomically); returns the tally
+    plus ``rows`` and ``samples``. ``longalign.packing.stage.pack_parts`` is the reduce."""
+    if not 0 <= index < count:
+        raise UserError(f"part {index} of {count}: the index must be in 0..{count - 1}")
+    from longalign.models import load_tokenizer
+
+    files = input_shards(config, source)
+    rows = split_rows(files.num_rows, count)[index]
+    encoder = make_encoder(config, load_tokenizer(model))
+    tally = Tally()
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        store = SampleStore(tmp, PART)
+        try:
+            encode_into(files, encoder, store, tally, rows, progress=False)
+        finally:
+            samples = store.finish()
+        summary = {**tally.as_dict(), "rows": list(rows), "samples": samples}
+        write_json(Path(tmp) / TALLY, summary)
+    log.info("packing: part %d/%d (rows %d-%d) -> %d samples", index + 1, count, *rows, samples)
+    return summary

@@ -25,10 +25,11 @@ import numpy as np
 
 from longalign.config import PackingConfig
 from longalign.errors import UserError
-from longalign.formats import CHATS, CORPUS, Shards, write_packed_meta
-from longalign.io import atomic_dir
+from longalign.formats import write_packed_meta
+from longalign.io import atomic_dir, read_json
 from longalign.models import load_tokenizer
-from longalign.packing.parallel import encode_into, encode_parallel, make_encoder
+from longalign.packing.parallel import (PART, TALLY, encode_into, encode_parallel, input_shards,
+                                        make_encoder)
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
                                     plan_sorted)
 from longalign.packing.report import Tally, build_stats, plot_lengths, summary_markdown
@@ -83,60 +84,85 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
     are skipped and counted per reason. Raises UserError for a missing or empty input, or when no
     sample is left; nothing is written then.
     """
-    text = config.format == "text"
-    files = Shards(CORPUS if text else CHATS, chats)
-    if files.num_rows == 0:
-        raise UserError(f"{files.format.name} {chats} holds no " + ("documents" if text else "samples"))
+    files = input_shards(config, chats)
     tokenizer = load_tokenizer(model)
     encoder = make_encoder(config, tokenizer)
     workers = min(config.workers or os.cpu_count() or 1, files.num_rows)
-    tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
         if workers > 1:  # the map in worker processes; the parts joined in input order
-            store, tally = encode_parallel(config, model, files, tmp, workers)
+            store, tally = encode_parallel(config, model, files, tmp, workers, encoder)
         else:
-            store = SampleStore(tmp)
-        try:
-            if workers <= 1:
+            store, tally = SampleStore(tmp), Tally()
+            try:
                 encode_into(files, encoder, store, tally)
                 store.close()
-            keep = np.ones(store.count, dtype=bool)
-            for i in duplicates(store).tolist():
-                tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")
-                keep[i] = False
-            index = np.flatnonzero(keep)  # position in the plan -> sample in the store
-            lengths, targets = store.lengths[index], store.targets[index]
-            if len(lengths) == 0:
-                reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
-                raise UserError(f"no usable samples in {chats} ({tally.samples_in} read; "
-                                f"skipped {reasons})")
-            batches, efficiency = plan_batches(config, lengths)
-            if len(index) < store.count:
-                batches = [[index[row].tolist() for row in b] for b in batches]
-            files_out = write_rows(Path(tmp), store,
-                                   track(batches, f"writing {config.strategy} rows"))
-        finally:
-            store.release()
-        stats = build_stats(tally=tally, strategy=config.strategy, max_len=config.max_len,
-                            batch_size=config.batch_size, lengths=lengths, targets=targets,
-                            batches=batches, efficiency=efficiency, files=files_out)
-        write_packed_meta(tmp, strategy=config.strategy, max_len=config.max_len, model=model,
-                          format=config.format,
-                          pad_token_id=int(tokenizer.pad_token_id or 0),
-                          # the Jinja form of the template the rows were rendered with; training
-                          # saves it with the model's tokenizer, so scoring prompts the model the
-                          # same way
-                          chat_template=encoder.template,
-                          chat_template_name=encoder.template_name, rows=stats["rows"],
-                          batches=stats["batches"], samples=stats["samples_packed"],
-                          tokens=stats["tokens"], data_tasks=stats["data_tasks"],
-                          config=config.model_dump())
-        result = StageResult("packing", Path(output), stats, metrics=numeric(stats["metrics"]),
-                             headline={k: stats[k] for k in ("rows", "efficiency")},
-                             summary="summary.md")
-        result.write(tmp)
-        (Path(tmp) / "summary.md").write_text(summary_markdown(stats, model))
-        plot_lengths(stats, Path(tmp) / "lengths.png")
+            except BaseException:
+                store.release()
+                raise
+        return _reduce(config, model, tokenizer, encoder, store, tally, str(chats), output, tmp)
+
+
+def pack_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike],
+               output: str | os.PathLike, *, overwrite: bool = False) -> StageResult:
+    """The reduce of a sharded run: join the map outputs ``parts`` (of
+    ``longalign.packing.parallel.encode_shard``, in input order), drop duplicate ids over all of
+    them, plan and write the rows. The output equals ``pack`` over the same input."""
+    if not parts:
+        raise UserError("packing: no parts to join")
+    tokenizer = load_tokenizer(model)
+    encoder = make_encoder(config, tokenizer)
+    tally = Tally()
+    for part in parts:
+        try:
+            tally.merge(read_json(Path(part) / TALLY))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{part} is not a packing part (no readable {TALLY}: {exc})") from None
+    store = SampleStore.join([Path(p) / PART for p in parts], owned=False)
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        return _reduce(config, model, tokenizer, encoder, store, tally,
+                       f"{len(parts)} packing parts", output, tmp)
+
+
+def _reduce(config: PackingConfig, model: str, tokenizer, encoder, store: SampleStore,
+            tally: Tally, where: str, output: str | os.PathLike, tmp: Path) -> StageResult:
+    """Dedup, plan and write the rows of the closed ``store`` into ``tmp``; releases it."""
+    try:
+        keep = np.ones(store.count, dtype=bool)
+        for i in duplicates(store).tolist():
+            tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")
+            keep[i] = False
+        index = np.flatnonzero(keep)  # position in the plan -> sample in the store
+        lengths, targets = store.lengths[index], store.targets[index]
+        if len(lengths) == 0:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
+            raise UserError(f"no usable samples in {where} ({tally.samples_in} read; "
+                            f"skipped {reasons})")
+        batches, efficiency = plan_batches(config, lengths)
+        if len(index) < store.count:
+            batches = [[index[row].tolist() for row in b] for b in batches]
+        files_out = write_rows(Path(tmp), store, track(batches, f"writing {config.strategy} rows"))
+    finally:
+        store.release()
+    stats = build_stats(tally=tally, strategy=config.strategy, max_len=config.max_len,
+                        batch_size=config.batch_size, lengths=lengths, targets=targets,
+                        batches=batches, efficiency=efficiency, files=files_out)
+    write_packed_meta(tmp, strategy=config.strategy, max_len=config.max_len, model=model,
+                      format=config.format,
+                      pad_token_id=int(tokenizer.pad_token_id or 0),
+                      # the Jinja form of the template the rows were rendered with; training
+                      # saves it with the model's tokenizer, so scoring prompts the model the
+                      # same way
+                      chat_template=encoder.template,
+                      chat_template_name=encoder.template_name, rows=stats["rows"],
+                      batches=stats["batches"], samples=stats["samples_packed"],
+                      tokens=stats["tokens"], data_tasks=stats["data_tasks"],
+                      config=config.model_dump())
+    result = StageResult("packing", Path(output), stats, metrics=numeric(stats["metrics"]),
+                         headline={k: stats[k] for k in ("rows", "efficiency")},
+                         summary="summary.md")
+    result.write(tmp)
+    (Path(tmp) / "summary.md").write_text(summary_markdown(stats, model))
+    plot_lengths(stats, Path(tmp) / "lengths.png")
     log.info("packing: %d samples -> %d rows in %d batches, efficiency %.4f (%d skipped)",
              stats["samples_packed"], stats["rows"], stats["batches"], efficiency,
              stats["skipped_total"])

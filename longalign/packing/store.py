@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from longalign.errors import UserError
 from longalign.formats import PACKED, ShardWriter
 from longalign.packing.encode import Encoded
 
@@ -101,19 +102,26 @@ class SampleStore:
         self._attach([(self.path, self.ids_path, self._index())])
 
     @classmethod
-    def join(cls, directory: str | os.PathLike, names: Sequence[str]) -> "SampleStore":
-        """Open the finished parts ``names`` (in ``directory``) as one closed store: the samples
-        of ``names[0]`` first, then those of ``names[1]``, ... ``release()`` deletes every part."""
-        directory = Path(directory)
+    def join(cls, stems: Sequence[str | os.PathLike], *, owned: bool = True) -> "SampleStore":
+        """Open the finished parts ``stems`` (``directory / name`` of each) as one closed store:
+        the samples of ``stems[0]`` first, then those of ``stems[1]``, ... ``release()`` deletes
+        every part's files when ``owned`` (else it only closes them: inputs of another step)."""
+        stems = [Path(s) for s in stems]
         store = cls.__new__(cls)
         parts = []
-        for name in names:
-            index_path = directory / f"{name}.index.npy"
-            parts.append((directory / f"{name}.bin", directory / f"{name}.ids.bin",
-                          np.load(index_path, allow_pickle=False)))
-        store.path = parts[0][0] if parts else directory / ".samples.bin"
+        for stem in stems:
+            index_path = stem.with_name(stem.name + ".index.npy")
+            try:
+                parts.append((stem.with_name(stem.name + ".bin"),
+                              stem.with_name(stem.name + ".ids.bin"),
+                              np.load(index_path, allow_pickle=False)))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read the packing part {stem}: {exc}") from None
+        store.path = parts[0][0] if parts else Path(".samples.bin")
         store._attach(parts)
-        store._files += [directory / f"{name}.index.npy" for name in names]
+        store._files += [s.with_name(s.name + ".index.npy") for s in stems]
+        if not owned:
+            store._files = []
         return store
 
     def _attach(self, parts: list[tuple[Path, Path, np.ndarray]]) -> None:
@@ -133,6 +141,7 @@ class SampleStore:
         self._part = np.repeat(np.arange(len(parts), dtype=np.int32),
                                [p[2].shape[1] for p in parts])
         self._files = [f for p in parts for f in p[:2]]
+        self._token_paths = [p[0] for p in parts]
         self._fds = [(os.open(p[0], os.O_RDONLY), os.open(p[1], os.O_RDONLY)) for p in parts]
 
     def release(self) -> None:
@@ -162,7 +171,7 @@ class SampleStore:
         offset = 8 * int(self._token_start[i])
         got = os.preadv(self._fds[self._part[i]][0], [ids, labels], offset)
         if got != 8 * n:
-            raise OSError(f"short read of sample {i} from {self._files[2 * self._part[i]]}")
+            raise OSError(f"short read of sample {i} from {self._token_paths[self._part[i]]}")
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``i``'s (input_ids, labels)."""

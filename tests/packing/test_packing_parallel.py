@@ -117,7 +117,7 @@ def test_joined_parts_read_back_as_one_store(tmp_path):
         store = SampleStore(tmp_path, f".p{k}")
         store.append(part)
         counts.append(store.finish())
-    joined = SampleStore.join(tmp_path, [".p0", ".p1", ".p2"])
+    joined = SampleStore.join([tmp_path / f".p{k}" for k in range(3)])
     assert counts == [2, 0, 4] and joined.count == 6
     assert joined.lengths.tolist() == [3, 1, 5, 2, 4, 6]
     for i, s in enumerate(samples):
@@ -126,3 +126,23 @@ def test_joined_parts_read_back_as_one_store(tmp_path):
         assert ids.tolist() == s.input_ids.tolist() and labels.tolist() == s.labels.tolist()
     joined.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_map_steps_and_the_reduce_as_separate_stages_equal_one_process(tmp_path, tiny_model):
+    from longalign.errors import UserError
+    from longalign.packing.parallel import encode_shard
+    from longalign.packing.stage import pack_parts
+
+    source = chats_input(tmp_path / "chats")
+    config = PackingConfig(max_len=MAX_LEN, seed=3)
+    pack(config, tiny_model, source, tmp_path / "one")
+    parts = [tmp_path / f"part-{k}" for k in range(3)]
+    summaries = [encode_shard(config, tiny_model, source, part, k, 3) for k, part in enumerate(parts)]
+    assert [s["rows"] for s in summaries] == [[0, 14], [14, 28], [28, 42]]
+    pack_parts(config, tiny_model, parts, tmp_path / "joined")
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
+    assert all((part / "part.bin").exists() for part in parts)  # inputs are left alone
+    with pytest.raises(UserError, match="tally.json"):
+        pack_parts(config, tiny_model, [tmp_path / "one"], tmp_path / "bad")
+    with pytest.raises(UserError, match="index"):
+        encode_shard(config, tiny_model, source, tmp_path / "p3", 3, 3)
