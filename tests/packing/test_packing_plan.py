@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longalign.packing import plan_naive, plan_packs, plan_sorted
+from longalign.packing import plan_naive, plan_next_fit, plan_packs, plan_sorted
 from longalign.packing.plan import lower_bound_rows, packed_efficiency, padded_efficiency
 from longalign.packing.refill import refill
 
@@ -213,3 +213,50 @@ def test_plan_next_fit_is_greedy_in_file_order():
 
     assert plan_next_fit([5, 5, 5, 3, 11, 2, 9], 10) == [[0, 1], [2, 3, 5], [6]]
     assert plan_next_fit([], 10) == []
+
+
+# -- the baselines and the efficiency numbers the packing report prints -----------------------
+def test_plan_sorted_is_longaligns_sorted_batching():
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 4, size=101).tolist()  # many ties: the sort must be stable
+    groups = plan_sorted(lengths, 8, seed=1)
+    assert sorted(len(g) for g in groups) == [5] + [8] * 12
+    assert sorted(i for g in groups for i in g) == list(range(101))
+    by_length = sorted(range(101), key=lambda i: (lengths[i], i))  # ascending, ties in index order
+    expected = [by_length[k:k + 8] for k in range(0, 101, 8)]
+    assert sorted(groups) == sorted(expected)  # the same groups, in a shuffled order
+    assert groups != expected and groups == plan_sorted(lengths, 8, seed=1)
+    assert plan_sorted(lengths, 8, seed=2) != groups
+    assert plan_sorted(lengths, 101) == [by_length] and plan_sorted([], 4) == []
+    assert plan_sorted(lengths, 8) == plan_sorted(lengths, 8, seed=0)  # the default seed is 0
+    assert sorted(plan_sorted(lengths, 1)) == [[i] for i in range(101)]
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        plan_sorted(lengths, 0)
+
+
+def test_plan_naive_shuffles_then_cuts():
+    groups = plan_naive(50, 8, seed=3)
+    assert [len(g) for g in groups] == [8] * 6 + [2]
+    assert sorted(i for g in groups for i in g) == list(range(50))
+    assert [i for g in groups for i in g] != list(range(50))  # shuffled
+    assert groups == plan_naive(50, 8, seed=3) and groups != plan_naive(50, 8, seed=4)
+    assert plan_naive(50, 8) == plan_naive(50, 8, seed=0)  # the default seed is 0
+    assert sorted(plan_naive(3, 1)) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        plan_naive(50, 0)
+
+
+def test_plan_next_fit_is_greedy_in_order():
+    assert plan_next_fit([4, 4, 3, 6, 2, 11, 1], 10) == [[0, 1], [2, 3], [4, 6]]  # 11 is too long: left out
+    assert plan_next_fit([5, 5, 10, 1], 10) == [[0, 1], [2], [3]]  # an exact fit stays in the row
+    assert plan_next_fit([], 10) == [] and plan_next_fit([12], 10) == []
+    assert plan_next_fit([1, 9, 1], 10) == [[0, 1], [2]]  # the first item opens the first row
+
+
+def test_efficiencies_and_the_lower_bound():
+    lengths = [4, 4, 3, 6, 2, 11, 1]
+    assert packed_efficiency(lengths, [[0, 1], [2, 3], [4, 6]], 10) == pytest.approx(20 / 30)
+    assert packed_efficiency(lengths, [], 10) == 0.0
+    assert padded_efficiency([1, 3, 5, 9], [[0, 1], [2, 3], []]) == pytest.approx(18 / 24)
+    assert padded_efficiency([1, 3], []) == 0.0 and padded_efficiency([2, 2], [[0, 1]]) == 1.0
+    assert [lower_bound_rows(t, 10) for t in (-15, -5, 0, 1, 9, 10, 11, 20, 21)] == [0, 0, 0, 1, 1, 1, 2, 2, 3]
