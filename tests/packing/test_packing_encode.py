@@ -172,3 +172,31 @@ def test_middle_truncation_with_a_long_last_turn(tokenizer):
     assert target_runs(tokenizer, out) == target_runs(tokenizer, full)
     tiny = encode_one(tokenizer, messages, max_len=64, truncation="middle")
     assert isinstance(tiny, Skipped) and tiny.reason == "too_long"
+
+
+@pytest.mark.parametrize("label_turns", ["all", "last"])
+def test_llama2_inst_layout_and_labels(tokenizer, label_turns):
+    """LongAlign's Llama layout: with every turn labelled, an earlier answer is followed by a token
+    that learns EOS (its input is the turn separator), and the last answer ends with EOS."""
+    system = chat(("system", "Be brief."))
+    enc = encode_one(tokenizer, system + TWO_TURNS, chat_template="llama2-inst", label_turns=label_turns)
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    assert tokenizer.decode(enc.input_ids.tolist()) == (
+        f"{bos}[INST]<<SYS>>\nBe brief.\n<</SYS>>\n\nHi there, read this.[/INST]Hello! I read it."
+        f"\n\n[INST]And now?[/INST]Done.{eos}")
+    ids, labels = enc.input_ids.tolist(), enc.labels.tolist()
+    eos_learned = [i for i, (tok, lab) in enumerate(zip(ids, labels)) if lab == tokenizer.eos_token_id != tok]
+    if label_turns == "all":
+        (at,) = eos_learned
+        assert tokenizer.decode(ids[at]).startswith("\n")  # the separator's first token learns EOS
+        labels[at] = ids[at]
+        runs = target_runs(tokenizer, Encoded(enc.id, enc.input_ids, np.asarray(labels, dtype=np.int32), False))
+        assert runs == ["Hello! I read it." + tokenizer.decode(ids[at]), "Done." + eos]  # right after the answer
+    else:
+        assert target_runs(tokenizer, enc) == ["Done." + eos] and eos_learned == []
+    assert labels[0] == IGNORE
+
+
+def test_llama2_inst_needs_alternating_turns(tokenizer):
+    out = encode_one(tokenizer, chat(("assistant", "Hi"), ("user", "Ho")), chat_template="llama2-inst")
+    assert isinstance(out, Skipped) and out.reason == "template_error" and "in turn" in out.detail
