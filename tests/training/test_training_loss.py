@@ -7,7 +7,7 @@ from training_helpers import make_samples, tiny_llama, one_thread  # noqa: F401 
 
 from longalign.training import packed_loss
 from longalign.training.attention import register
-from longalign.training.loss import loss_targets
+from longalign.training.loss import loss_targets, per_sequence_loss, weighted_cross_entropy
 
 VOCAB = 97
 
@@ -140,6 +140,53 @@ def test_no_targets_gives_a_zero_loss_that_backpropagates():
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match="unknown loss mode"):
+    with pytest.raises(ValueError, match="unknown loss mode 'mean'; choose one of longalign, token$"):
         packed_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long),
                     torch.arange(2)[None], mode="mean")
+
+
+def test_one_row_may_come_without_its_batch_dimension():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 7, VOCAB, dtype=torch.float64)
+    labels = torch.tensor([[-100, 5, 6, 7, -100, 8, 9]])
+    pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2]])
+    for mode in ("longalign", "token"):
+        batched = packed_loss(logits, labels, pos, mode=mode)
+        assert torch.equal(packed_loss(logits[0], labels[0], pos[0], mode=mode), batched)
+
+
+@pytest.mark.parametrize("mode", ["longalign", "token"])
+def test_a_single_target_carries_its_whole_cross_entropy(mode):
+    """One sequence with one target: the loss is that token's CE (M = 1, N_1 = 1, one token)."""
+    torch.manual_seed(1)
+    logits = torch.randn(1, 2, VOCAB, dtype=torch.float64)
+    loss = packed_loss(logits, torch.tensor([[-100, 5]]), torch.arange(2)[None], mode=mode)
+    assert torch.allclose(loss, F.cross_entropy(logits[0, :1], torch.tensor([5])))
+
+
+def test_half_precision_logits_are_upcast_and_the_loss_keeps_the_logits_precision():
+    torch.manual_seed(2)
+    logits = torch.randn(1, 6, VOCAB)
+    labels, pos = torch.tensor([[-100, 3, 4, -100, 5, 6]]), torch.tensor([[0, 1, 2, 0, 1, 2]])
+    full = packed_loss(logits, labels, pos, mode="longalign")
+    assert full.dtype == torch.float32
+    half = packed_loss(logits.bfloat16(), labels, pos, mode="longalign")
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, packed_loss(logits.bfloat16().float(), labels, pos, mode="longalign"))
+    empty_loss, empty_ce = weighted_cross_entropy(logits[0, :0], labels[0, :0], torch.zeros(0))
+    assert float(empty_loss) == 0.0 and empty_ce.numel() == 0
+
+
+def test_per_sequence_loss_is_each_sequences_mean_token_loss():
+    torch.manual_seed(3)
+    # three sequences: four tokens, three tokens, and one token (no target: its only token is a first one)
+    labels = torch.tensor([[-100, 5, 6, 7, -100, 8, 9, 4]])
+    pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0]])
+    logits = torch.randn(1, 8, VOCAB, dtype=torch.float64)
+    t = loss_targets(labels, pos, mode="longalign")
+    _, ce = weighted_cross_entropy(logits[t.keep], t.targets, t.weights)
+    first = F.cross_entropy(logits[0, :3], torch.tensor([5, 6, 7])).item()
+    second = F.cross_entropy(logits[0, 4:6], torch.tensor([8, 9])).item()
+    out = per_sequence_loss(ce, t)
+    assert len(out) == 3 and out[2] is None
+    assert out[0] == pytest.approx(first) and out[1] == pytest.approx(second)
