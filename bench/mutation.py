@@ -1,0 +1,276 @@
+"""Mutation testing of the core modules (``make mutation``; not part of ``make test`` or CI).
+
+Each group below names the modules (and optionally only some of their functions) that carry a
+core rule, and the test files that check that rule. mutmut 3 (the ``mutation`` extra) is run once
+per group in a scratch copy of the repository (``.mutation/<group>``) whose pyproject.toml holds
+that group's mutmut settings: only the group's modules are mutated, only its tests are collected,
+and for each mutant mutmut runs just the tests that executed the mutated function. A mutant is
+*killed* when one of them fails (or it times out), *survived* when all pass. The score of a group
+is killed / (killed + survived); the report (docs/mutation.md by default) gives the score per
+group with the date and commit, and every survivor with its diff.
+
+    python bench/mutation.py                    # every group, report to docs/mutation.md
+    python bench/mutation.py --group io         # one group (the report keeps the others' rows)
+    python bench/mutation.py --jobs 1           # one test process at a time
+
+Mutants are run in forked children of one pytest process (mutmut's default), ``--jobs`` at once
+(default 2). Tests that start subprocesses (torchrun, the CLI) run the unmutated installed code
+there, so the groups name in-process tests only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".mutation"
+REPORT = ROOT / "docs" / "mutation.md"
+KILLED = ("killed", "timeout", "segfault")  # segfault: mutmut's name for a child killed by a signal
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    what: str
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]
+    functions: tuple[str, ...] = ()  # mutant name globs (module.function); empty: every function
+    extra: tuple[str, ...] = field(default=())  # further files the tests read (copied along)
+
+
+GROUPS = (
+    Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py"),
+          ("tests/packing/test_packing_plan.py", "tests/packing/test_packing_encode.py",
+           "tests/packing/test_packing_properties.py")),
+    Group("loss", "training loss (LongAlign's weighted packed loss)", ("longalign/training/loss.py",),
+          ("tests/training/test_training_loss.py",)),
+    Group("schedule-attention", "learning-rate schedule and packed attention",
+          ("longalign/training/schedule.py", "longalign/training/attention.py"),
+          ("tests/training/test_training_schedule.py", "tests/training/test_training_attention.py")),
+    Group("io", "atomic outputs and file helpers", ("longalign/io.py",), ("tests/test_io.py",)),
+    Group("endpoints", "endpoint client: retry, journal, redaction, failure rule",
+          ("longalign/endpoints/client.py", "longalign/endpoints/retry.py", "longalign/endpoints/journal.py",
+           "longalign/endpoints/failures.py"),
+          ("tests/endpoints/test_endpoints_client.py", "tests/endpoints/test_endpoints_retry.py")),
+    Group("judge", "LongBench-Chat judge: rating parse and means", ("longalign/scoring/judge.py",),
+          ("tests/scoring/test_scoring_longbench.py",)),
+    Group("dedup", "sourcing: exact and near-duplicate removal",
+          ("longalign/sourcing/neardup.py", "longalign/sourcing/stage.py"),
+          ("tests/sourcing/test_sourcing_filters.py", "tests/sourcing/test_sourcing_stage.py"),
+          functions=("longalign.sourcing.neardup.*", "longalign.sourcing.stage.xǁ_Runǁ_new_digest__mutmut_*")),
+    Group("launcher", "training launcher: job status and what a job is doing",
+          ("longalign/training/launcher/jobs.py", "longalign/training/launcher/watch.py"),
+          ("tests/training/test_training_launcher_watch.py", "tests/training/test_training_launcher_api.py"),
+          functions=("longalign.training.launcher.jobs.x_job_status__mutmut_*",
+                     "longalign.training.launcher.watch.*")),
+)
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
+
+
+def prepare(group: Group) -> Path:
+    """A fresh scratch copy for ``group`` with its mutmut settings."""
+    work = SCRATCH / group.name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "longalign", work / "longalign", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    shutil.copy2(ROOT / "setup.cfg", work / "setup.cfg")  # the pytest settings
+    for extra in group.extra:
+        target = work / extra
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (ROOT / extra).is_dir() else shutil.copy2)(ROOT / extra, target)
+    (work / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["longalign"]\n'
+        f"only_mutate = {_toml_list(group.sources)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider"]\n'
+        "use_git_change_detection = false\n")
+    return work
+
+
+def results(work: Path, env: dict) -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            found[name] = status
+    return found
+
+
+def selected(group: Group, name: str) -> bool:
+    import fnmatch
+
+    return not group.functions or any(fnmatch.fnmatch(name, p) for p in group.functions)
+
+
+def diff_of(work: Path, env: dict, name: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
+                          capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
+    return "\n".join(lines)
+
+
+def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dict:
+    work = prepare(group)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    start = time.monotonic()
+    args = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *group.functions]
+    stopped = False
+    with open(work / "mutmut-run.log", "w") as out:
+        # its own session: at the budget, mutmut and its forked test processes are stopped together
+        proc = subprocess.Popen(args, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=minutes * 60 if minutes else None)
+        except subprocess.TimeoutExpired:
+            stopped = True  # every finished mutant's result is already saved; the rest stay "not checked"
+            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=grace)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+    seconds = time.monotonic() - start
+    statuses = {n: s for n, s in results(work, env).items() if selected(group, n)}
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = sum(counts.get(s, 0) for s in KILLED)
+    survived = counts.get("survived", 0)
+    row = {"group": group.name, "what": group.what, "modules": list(group.sources), "tests": list(group.tests),
+           "mutants": len(statuses), "killed": killed, "survived": survived, "counts": counts,
+           "score": round(killed / (killed + survived), 4) if killed + survived else None,
+           "seconds": round(seconds), "exit_code": proc.returncode, "stopped_at_minutes": minutes if stopped else None,
+           "survivors": {n: diff_of(work, env, n) for n, s in sorted(statuses.items()) if s == "survived"},
+           "other": {n: s for n, s in sorted(statuses.items()) if s not in KILLED + ("survived", "not checked")}}
+    if not stopped and (proc.returncode != 0 or not statuses):
+        row["error"] = f"mutmut exited {proc.returncode}; see .mutation/{group.name}/mutmut-run.log"
+    score = "-" if row["score"] is None else f"{row['score']:.1%}"
+    log(f"{group.name}: {row['mutants']} mutants, {killed} killed, {survived} survived, score {score} "
+        f"in {row['seconds']} s" + (f" (stopped at the {minutes} min budget)" if stopped else "")
+        + (f" ({row['error']})" if "error" in row else ""))
+    for name, diff in row["survivors"].items():
+        log(f"  survived: {name}\n" + "\n".join("    " + ln for ln in diff.splitlines()))
+    other: dict[tuple[str, str], int] = {}
+    for name, status in row["other"].items():
+        function = name.rsplit("__mutmut_", 1)[0]
+        other[status, function] = other.get((status, function), 0) + 1
+    for (status, function), n in sorted(other.items()):
+        log(f"  {status}: {function} ({n} mutants)")
+    return row
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "longalign", "tests"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_report(rows: list[dict], path: Path, jobs: int) -> None:
+    """docs/mutation.md: a table per group and the survivors; the machine-readable rows are kept in
+    a JSON block at the end so that a run of one group updates only its own row."""
+    lines = ["# Mutation testing report", "",
+             "Written by `make mutation` (bench/mutation.py, mutmut). Score = killed / (killed + survived)",
+             "over the mutants of the listed modules, each run only against the tests named for its group.",
+             "Survivors and why each one is acceptable: docs/testing.md.", "",
+             "| group | modules | mutants | killed | survived | other | score | seconds | commit | date |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        other = sum(v for k, v in r["counts"].items() if k not in KILLED + ("survived",))
+        score = "-" if r["score"] is None else f"{r['score']:.1%}"
+        modules = ", ".join(m.removeprefix("longalign/") for m in r["modules"])
+        if r.get("stopped_at_minutes"):
+            score += f" (partial: {r['counts'].get('not checked', 0)} not checked)"
+        lines.append(f"| {r['group']} | {modules} | {r['mutants']} | {r['killed']} | {r['survived']} | {other} | "
+                     f"{score} | {r['seconds']} | {r['commit']} | {r['date']} |")
+    killed = sum(r["killed"] for r in rows)
+    survived = sum(r["survived"] for r in rows)
+    if killed + survived:
+        lines += ["", f"Overall: {killed} killed, {survived} survived, score {killed / (killed + survived):.1%} "
+                      f"({len(rows)} of {len(GROUPS)} groups; {jobs} test process(es) at once)."]
+    missing = [g.name for g in GROUPS if g.name not in {r["group"] for r in rows}]
+    if missing:
+        lines += ["", f"Not measured yet: {', '.join(missing)}."]
+    for r in rows:
+        if r.get("error"):
+            lines += ["", f"**{r['group']}**: {r['error']}"]
+        if r["survivors"]:
+            lines += ["", f"## Survivors: {r['group']}", ""]
+            for name, diff in r["survivors"].items():
+                lines += [f"`{name}`", "", "```diff", diff, "```", ""]
+        if r["other"]:
+            other: dict[tuple[str, str], int] = {}
+            for name, status in r["other"].items():
+                key = (status, name.rsplit("__mutmut_", 1)[0])
+                other[key] = other.get(key, 0) + 1
+            lines += ["", f"Neither killed nor survived ({r['group']}): "
+                      + ", ".join(f"`{f}` {s} ({n})" for (s, f), n in sorted(other.items()))]
+    lines += ["", "<!-- rows", json.dumps(rows, indent=1, ensure_ascii=False), "-->", ""]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+
+
+def previous_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    match = re.search(r"<!-- rows\n(.*)\n-->", path.read_text(encoding="utf-8"), re.S)
+    return json.loads(match.group(1)) if match else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--group", action="append", choices=[g.name for g in GROUPS],
+                        help="run only this group (repeatable); default: all")
+    parser.add_argument("--jobs", type=int, default=2, help="test processes at once (default 2)")
+    parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop each group after this many minutes (its unfinished mutants are reported as "
+                             "'not checked' and the group as partial); default: no limit")
+    args = parser.parse_args(argv)
+    chosen = [g for g in GROUPS if not args.group or g.name in args.group]
+    rows = {r["group"]: r for r in previous_rows(args.report)}
+    commit = _commit()
+    for group in chosen:
+        row = run_group(group, args.jobs, lambda s: print(s, flush=True), args.minutes)
+        row.update(commit=commit, date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
+        rows[group.name] = row
+        write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs)
+    killed = sum(r["killed"] for r in rows.values())
+    survived = sum(r["survived"] for r in rows.values())
+    if killed + survived:
+        print(f"mutation score {killed / (killed + survived):.1%} ({killed} killed, {survived} survived); "
+              f"report: {args.report}")
+    return 0 if all("error" not in r for r in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
