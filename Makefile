@@ -46,6 +46,7 @@ compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline.yaml --components-dir components
 	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
 	$(BIN)/longalign compile -o pipelines/pipeline-extend.yaml --pipeline longalign-extend
+	$(BIN)/longalign compile -o pipelines/pipeline-sharded-packing.yaml --pipeline longalign-sharded-packing
 	$(BIN)/python -m longalign.config.reference docs/config.md
 
 clean:

@@ -9,6 +9,7 @@ promotion gate at the end, ``components/promotion/component.yaml``).
 
 from longalign.components.generation.component import generation
 from longalign.components.packing.component import packing
+from longalign.components.packing.sharded import packing_join, packing_part
 from longalign.components.promotion.component import promotion
 from longalign.components.scoring.component import scoring
 from longalign.components.sourcing.component import sourcing
@@ -29,6 +30,10 @@ COMPONENTS = {stage: (stage, "component.yaml", c) for stage, c in STAGE_COMPONEN
 COMPONENTS["training_launcher"] = ("training", "launcher.yaml", training_launcher)
 COMPONENTS["fingerprint"] = ("sourcing", "fingerprint.yaml", fingerprint)
 COMPONENTS["promotion"] = ("promotion", "component.yaml", promotion)
+# packing over many pods (the longalign-sharded-packing pipeline)
+COMPONENTS["packing_part"] = ("packing", "part.yaml", packing_part)
+COMPONENTS["packing_join"] = ("packing", "join.yaml", packing_join)
 
-__all__ = ["COMPONENTS", "STAGE_COMPONENTS", "fingerprint", "generation", "packing", "promotion", "scoring", "sourcing",
+__all__ = ["COMPONENTS", "STAGE_COMPONENTS", "fingerprint", "generation", "packing", "packing_join",
+           "packing_part", "promotion", "scoring", "sourcing",
            "training", "training_launcher"]

@@ -242,8 +242,9 @@ def run(
 
 
 PipelineOpt = Annotated[str, typer.Option(
-    "--pipeline", help="longalign (training in one pod), longalign-multinode (Kubeflow Trainer job) "
-    "or longalign-extend (context extension first).")]
+    "--pipeline", help="longalign (training in one pod), longalign-multinode (Kubeflow Trainer job), "
+    "longalign-extend (context extension first) or longalign-sharded-packing (packing stored "
+    "chats over many pods; compile only).")]
 
 
 @app.command()

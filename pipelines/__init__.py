@@ -8,8 +8,10 @@ from longalign.pipelines.pipeline import (
     longalign_pipeline,
 )
 from longalign.pipelines.extend import EXTEND_PIPELINE_NAME, longalign_extend_pipeline
+from longalign.pipelines.sharded import SHARDED_PACKING_PIPELINE_NAME, sharded_packing_pipeline
 
-PIPELINES = {**PIPELINES, EXTEND_PIPELINE_NAME: longalign_extend_pipeline}
+PIPELINES = {**PIPELINES, EXTEND_PIPELINE_NAME: longalign_extend_pipeline,
+             SHARDED_PACKING_PIPELINE_NAME: sharded_packing_pipeline}
 
-__all__ = ["EXTEND_PIPELINE_NAME", "longalign_extend_pipeline", "MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
+__all__ = ["SHARDED_PACKING_PIPELINE_NAME", "sharded_packing_pipeline", "EXTEND_PIPELINE_NAME", "longalign_extend_pipeline", "MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
            "longalign_pipeline"]

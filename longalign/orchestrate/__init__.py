@@ -157,6 +157,9 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     if pipeline == "longalign-multinode":
         raise UserError("longalign-multinode submits a Kubeflow Trainer job: it needs a cluster "
                         "(longalign submit); run longalign or longalign-extend locally")
+    if pipeline == "longalign-sharded-packing":
+        raise UserError("longalign-sharded-packing packs chats already stored at a URI and has no "
+                        "run config: submit it, or set packing.workers for all local cores")
     function = _pipeline(pipeline)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)

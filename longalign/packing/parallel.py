@@ -35,6 +35,7 @@ from longalign.packing.report import Tally
 from longalign.packing.store import SampleStore
 from longalign.packing.text import TextEncoder, text_records
 from longalign.progress import track
+from longalign.results import StageResult
 
 log = logging.getLogger("longalign")
 READ_BATCH = 256  # chats read from a Parquet shard at a time
@@ -159,11 +160,12 @@ TALLY = "tally.json"
 
 def encode_shard(config: PackingConfig, model: str, source: str | os.PathLike,
                  output: str | os.PathLike, index: int, count: int, *,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False) -> StageResult:
     """The map step as a stage of its own (one pod of a sharded run): tokenise part ``index`` of
     ``count`` (``split_rows`` of the input rows) into ``output`` (``part.bin``,
-    ``part.ids.bin``, ``part.index.npy`` and ``tally.json``, atomically); returns the tally
-    plus ``rows`` and ``samples``. ``longalign.packing.stage.pack_parts`` is the reduce."""
+    ``part.ids.bin``, ``part.index.npy`` and ``tally.json``, atomically); the result's stats are
+    the tally plus ``rows`` and ``samples``. ``longalign.packing.stage.pack_parts`` is the
+    reduce."""
     if not 0 <= index < count:
         raise UserError(f"part {index} of {count}: the index must be in 0..{count - 1}")
     from longalign.models import load_tokenizer
@@ -181,4 +183,6 @@ def encode_shard(config: PackingConfig, model: str, source: str | os.PathLike,
         summary = {**tally.as_dict(), "rows": list(rows), "samples": samples}
         write_json(Path(tmp) / TALLY, summary)
     log.info("packing: part %d/%d (rows %d-%d) -> %d samples", index + 1, count, *rows, samples)
-    return summary
+    return StageResult("packing part", Path(output), summary, metrics={
+        "samples_in": summary["samples_in"], "samples": samples,
+        "skipped": sum(summary["skipped"].values())})

@@ -105,19 +105,29 @@ def pack(config: PackingConfig, model: str, chats: str | os.PathLike, output: st
 def pack_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike],
                output: str | os.PathLike, *, overwrite: bool = False) -> StageResult:
     """The reduce of a sharded run: join the map outputs ``parts`` (of
-    ``longalign.packing.parallel.encode_shard``, in input order), drop duplicate ids over all of
-    them, plan and write the rows. The output equals ``pack`` over the same input."""
+    ``longalign.packing.parallel.encode_shard``, in any order: each records its input rows),
+    drop duplicate ids over all of them, plan and write the rows. The output equals ``pack`` over
+    the same input. Parts that leave a gap in the rows are a UserError."""
     if not parts:
         raise UserError("packing: no parts to join")
     tokenizer = load_tokenizer(model)
     encoder = make_encoder(config, tokenizer)
-    tally = Tally()
+    tallies = []
     for part in parts:
         try:
-            tally.merge(read_json(Path(part) / TALLY))
-        except (OSError, ValueError, KeyError) as exc:
+            tally_of = read_json(Path(part) / TALLY)
+            tallies.append((tuple(tally_of["rows"]), tally_of, Path(part)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{part} is not a packing part (no readable {TALLY}: {exc})") from None
-    store = SampleStore.join([Path(p) / PART for p in parts], owned=False)
+    tallies.sort(key=lambda t: t[0])  # input order, whatever order the parts came in
+    ends = [0] + [rows[1] for rows, _, _ in tallies]
+    if [rows[0] for rows, _, _ in tallies] != ends[:-1]:
+        raise UserError("packing parts do not cover the input rows without gaps: "
+                        + ", ".join(f"{a}-{b}" for (a, b), _, _ in tallies))
+    tally = Tally()
+    for _, tally_of, _ in tallies:
+        tally.merge(tally_of)
+    store = SampleStore.join([path / PART for _, _, path in tallies], owned=False)
     with atomic_dir(output, overwrite=overwrite) as tmp:
         return _reduce(config, model, tokenizer, encoder, store, tally,
                        f"{len(parts)} packing parts", output, tmp)

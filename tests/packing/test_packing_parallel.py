@@ -139,10 +139,12 @@ def test_map_steps_and_the_reduce_as_separate_stages_equal_one_process(tmp_path,
     parts = [tmp_path / f"part-{k}" for k in range(3)]
     summaries = [encode_shard(config, tiny_model, source, part, k, 3) for k, part in enumerate(parts)]
     assert [s["rows"] for s in summaries] == [[0, 14], [14, 28], [28, 42]]
-    pack_parts(config, tiny_model, parts, tmp_path / "joined")
+    pack_parts(config, tiny_model, parts[::-1], tmp_path / "joined")  # the order they came in
     assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
     assert all((part / "part.bin").exists() for part in parts)  # inputs are left alone
     with pytest.raises(UserError, match="tally.json"):
         pack_parts(config, tiny_model, [tmp_path / "one"], tmp_path / "bad")
+    with pytest.raises(UserError, match="without gaps"):
+        pack_parts(config, tiny_model, [parts[0], parts[2]], tmp_path / "gap")
     with pytest.raises(UserError, match="index"):
         encode_shard(config, tiny_model, source, tmp_path / "p3", 3, 3)
