@@ -141,3 +141,85 @@ def test_flash_attn_available_needs_cuda_and_the_package(monkeypatch):
 
     monkeypatch.setattr(attention.importlib, "import_module", broken)
     assert attention.flash_attn_available() is False
+
+
+# -- the attention function itself against a per-sample reference -------------------------------
+def _qkv(batch, length, heads=4, kv_heads=2, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, length, dim, generator=g, dtype=torch.float64)
+    k = torch.randn(batch, kv_heads, length, dim, generator=g, dtype=torch.float64)
+    v = torch.randn(batch, kv_heads, length, dim, generator=g, dtype=torch.float64)
+    return q, k, v
+
+
+def _reference(q, k, v, segments):
+    """Each sample alone (K/V heads repeated for grouped queries); right padding gives zeros."""
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    rows = []
+    for b, lens in enumerate(segments):
+        parts, at = [], 0
+        for n in lens:
+            sl = slice(at, at + n)
+            parts.append(torch.nn.functional.scaled_dot_product_attention(
+                q[b:b + 1, :, sl], k[b:b + 1, :, sl], v[b:b + 1, :, sl], is_causal=True))
+            at += n
+        parts.append(q.new_zeros(1, q.shape[1], q.shape[2] - at, v.shape[-1]))
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows).transpose(1, 2)
+
+
+@pytest.mark.parametrize("how", ["seq_lens", "cu_seq_lens", "position_ids", "shared_position_ids"])
+def test_packed_sdpa_forward_equals_each_sample_alone(how):
+    training = torch.nn.Module()  # in training mode: the default dropout must be 0
+    if how == "cu_seq_lens":
+        segments = [[3, 5, 4]]
+        kwargs = {"cu_seq_lens_q": torch.tensor([0, 3, 3, 8, 12])}  # an empty piece is skipped
+    elif how == "seq_lens":
+        segments = [[3, 5, 4], [12], [2, 7]]  # the last row is right-padded by 3
+        kwargs = {"longalign_seq_lens": [[3, 5, 0, 4], [12], [2, 7]]}
+    elif how == "position_ids":
+        segments = [[3, 5, 4], [12]]
+        kwargs = {"position_ids": torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3], list(range(12))])}
+    else:  # one row of positions for every row of the batch
+        segments = [[6, 6], [6, 6]]
+        kwargs = {"position_ids": torch.tensor([list(range(6)) * 2])}
+    q, k, v = _qkv(len(segments), 12)
+    out, weights = attention.packed_sdpa_forward(training, q, k, v, None, **kwargs)
+    assert weights is None and out.shape == (len(segments), 12, 4, 8)
+    assert torch.allclose(out, _reference(q, k, v, segments), atol=1e-12)
+
+
+def test_packed_sdpa_forward_full_rows_scaling_and_dropout_outside_training():
+    q, k, v = _qkv(2, 6, heads=2, kv_heads=2)
+    frozen = torch.nn.Module().eval()
+    out, _ = attention.packed_sdpa_forward(frozen, q, k, v, None, dropout=0.9, scaling=0.5)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.5)
+    assert torch.allclose(out, expected.transpose(1, 2))
+    one, _ = attention.packed_sdpa_forward(frozen, q[:1], k[:1], v[:1], None,
+                                           longalign_seq_lens=[[6]], scaling=0.5)
+    assert torch.allclose(one, out[:1])
+
+
+def test_packed_sdpa_forward_refuses_what_it_cannot_do():
+    q, k, v = _qkv(2, 6)
+    module = torch.nn.Module()
+    cases = [
+        ({"softcap": 30.0}, f"^{ATTN_NAME} does not support attention logit soft-capping"),
+        ({"attention_mask": torch.ones(2, 1, 6, 6)}, f"^{ATTN_NAME} takes no attention mask"),
+        ({"longalign_seq_lens": [[6]]}, "^longalign_seq_lens has 1 rows for a batch of 2$"),
+        ({"longalign_seq_lens": [[6], [4, 3]]}, r"^longalign_seq_lens \[4, 3\] exceed the row length 6$"),
+        ({"cu_seq_lens_q": torch.tensor([0, 6])}, "^cu_seq_lens_q is only meaningful for a single"),
+        ({"sliding_window": 3, "longalign_seq_lens": [[2, 4], [3, 3]]},
+         rf"^{ATTN_NAME} does not implement sliding windows \(window 3\)$"),
+    ]
+    for kwargs, message in cases:
+        mask = kwargs.pop("attention_mask", None)
+        with pytest.raises(ValueError, match=message):
+            attention.packed_sdpa_forward(module, q, k, v, mask, **kwargs)
+    with pytest.raises(ValueError, match="query and key lengths differ"):
+        attention.packed_sdpa_forward(module, q, k[:, :, :5], v[:, :, :5], None)
+    # a window no sample exceeds is fine: per-sample attention is then exact
+    out, _ = attention.packed_sdpa_forward(module, q, k, v, None, sliding_window=3,
+                                           longalign_seq_lens=[[3, 3], [2, 1, 3]])
+    assert torch.allclose(out, _reference(q, k, v, [[3, 3], [2, 1, 3]]), atol=1e-12)
