@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from longalign.training.data import MicroBatch
-from longalign.training.schedule import (balanced_deal, epoch_order, plan_training, row_cost,
-                                         sorted_steps)
+from longalign.training.schedule import (balanced_deal, cost_ratio, epoch_order, epoch_steps, plan_training,
+                                         row_cost, sorted_steps)
 
 
 def _batches(widths, targets=None):
@@ -148,3 +148,63 @@ def test_epochs_and_max_steps():
     plans = plan_training(batches, "pack", seed=0, epochs=1, max_steps=5, world_size=1,
                           accumulation=1)
     assert [p.epoch for p in plans] == [0, 0, 0, 1, 1] and [p.step for p in plans] == list(range(5))
+
+
+def test_sorted_steps_edges():
+    lengths = [7, 3, 9, 1, 5, 2, 8, 4]
+    assert sorted_steps(lengths, world_size=2, accumulation=1) == sorted_steps(
+        lengths, world_size=2, accumulation=1, seed=0, epoch=0)  # defaults: seed 0, epoch 0
+    one = sorted_steps(lengths, world_size=1, accumulation=1)
+    assert one[0] == [[2]] and sorted(s[0][0] for s in one) == list(range(8))
+    assert sorted_steps([], world_size=2, accumulation=2) == []
+    for world, accumulation in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match=f"^world_size and accumulation must be >= 1, got {world}, "
+                                             f"{accumulation}$"):
+            sorted_steps(lengths, world_size=world, accumulation=accumulation)
+    # with no smaller leftover group, every full group takes part in the shuffle (none is kept last)
+    last = {tuple(sorted_steps(lengths, world_size=2, accumulation=1, seed=s, epoch=1)[-1][0] +
+                  sorted_steps(lengths, world_size=2, accumulation=1, seed=s, epoch=1)[-1][1])
+            for s in range(12)}
+    assert len(last) > 1
+
+
+def test_costs_and_their_ratio():
+    assert row_cost([3, 4], linear=2.0) == 9 + 6 + 16 + 8 and row_cost([]) == 0.0
+    assert cost_ratio([0.2, 0.6]) == pytest.approx(1.5) and cost_ratio([1.0, 3.0]) == 1.5
+    assert cost_ratio([]) == 1.0 and cost_ratio([0.0, 0.0]) == 1.0
+    assert balanced_deal([], 3) == [[], [], []]
+
+
+def test_padded_and_packed_batches_cost_what_they_compute():
+    """A padded micro-batch costs its rows at full width; a packed row only its samples."""
+    padded = MicroBatch(0, rows=[(0, 0, 0), (0, 0, 1)], seq_lens=[[10], [6]], n_targets=[[1], [1]])
+    packed = MicroBatch(1, rows=[(0, 0, 2)], seq_lens=[[3, 4]], n_targets=[[1, 1]])
+    linear = 5.0
+    (plan,) = plan_training([padded, packed], "naive", seed=0, epochs=1, max_steps=None, world_size=2,
+                            accumulation=1, linear=linear)
+    loads = [2 * (100 + 10 * linear), 9 + 16 + 7 * linear]
+    assert plan.rank_cost_ratio == pytest.approx(max(loads) / (sum(loads) / 2))
+
+
+def test_epoch_steps_shuffle_and_balance_for_pack():
+    rng = np.random.default_rng(4)
+    batches = [MicroBatch(i, rows=[(0, 0, i)], seq_lens=[[int(n)]], n_targets=[[1]])
+               for i, n in enumerate(rng.integers(10, 500, 16))]
+    kw = dict(seed=2, epoch=1, accumulation=2)
+    alone = epoch_steps(batches, "pack", world_size=1, **kw)
+    assert [s[0] for s in alone] == [[i for i in epoch_order(batches, "pack", 2, 1)][k:k + 2]
+                                     for k in range(0, 16, 2)]  # one rank: the shuffled order as is
+    assert [i for s in alone for i in s[0]] != list(range(16))
+    dealt = epoch_steps(batches, "pack", world_size=2, **kw)
+    assert dealt == epoch_steps(batches, "pack", world_size=2, balance=True, **kw)  # balancing is the default
+    order = epoch_order(batches, "pack", 2, 1)
+    for k, step in enumerate(dealt):
+        chunk = order[4 * k:4 * k + 4]
+        expected = balanced_deal([row_cost(batches[i].seq_lens[0]) for i in chunk], 2)
+        assert step == [[chunk[j] for j in r] for r in expected]
+
+
+def test_three_epochs_are_numbered_in_turn():
+    plans = plan_training(_batches([10] * 2), "pack", seed=0, epochs=3, max_steps=None, world_size=1,
+                          accumulation=2)
+    assert [p.epoch for p in plans] == [0, 1, 2]
