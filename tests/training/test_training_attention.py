@@ -131,7 +131,12 @@ def test_flash_attn_available_needs_cuda_and_the_package(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: None)
     assert attention.flash_attn_available() is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(attention.importlib.util, "find_spec", lambda name: object())
+    assert attention.flash_attn_available() is False  # installed, but no CUDA device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(attention.importlib.util, "find_spec",
+                        lambda name: object() if name == "flash_attn" else None)
     imported = []
     monkeypatch.setattr(attention.importlib, "import_module", lambda name: imported.append(name))
     assert attention.flash_attn_available() is True and imported == ["flash_attn"]
@@ -223,3 +228,42 @@ def test_packed_sdpa_forward_refuses_what_it_cannot_do():
     out, _ = attention.packed_sdpa_forward(module, q, k, v, None, sliding_window=3,
                                            longalign_seq_lens=[[3, 3], [2, 1, 3]])
     assert torch.allclose(out, _reference(q, k, v, [[3, 3], [2, 1, 3]]), atol=1e-12)
+
+
+def test_packed_detection_and_the_messages_of_check_inputs():
+    mask = torch.tensor([[1, 1, 0, 1]])
+    check_inputs("sdpa", mask, None)  # no positions: nothing to check against
+    check_inputs("sdpa", mask, torch.tensor([[0]]))
+    check_inputs("sdpa", mask, torch.arange(4))  # 1-D, counting up: not packed
+    packed = "attention_mask was passed with packed position_ids: samples would attend to each other; " \
+             "pass attention_mask=None$"
+    for pos in (torch.tensor([[0, 0]]), torch.tensor([0, 1, 0, 1]), torch.tensor([[0, 1, 2, 3], [0, 1, 0, 1]])):
+        with pytest.raises(ValueError, match="^a " + packed):
+            check_inputs("sdpa", mask, pos)
+    with pytest.raises(ValueError, match="^an all-ones " + packed):
+        check_inputs("sdpa", torch.ones(1, 4), torch.tensor([[0, 1, 0, 1]]))
+    with pytest.raises(ValueError, match=f"^{ATTN_NAME} ignores attention_mask; give sample lengths instead$"):
+        check_inputs(ATTN_NAME, mask, torch.arange(4)[None])
+    assert segments_from_position_ids(torch.tensor([0, 1, 0])) == [[2, 1]]  # a 1-D row
+
+
+def test_the_guard_reads_a_positional_mask_and_the_models_attention():
+    class Model(torch.nn.Module):
+        def __init__(self, impl):
+            super().__init__()
+            self.config = type("Config", (), {"_attn_implementation": impl})()
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            return input_ids
+
+    ids, mask = torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4)
+    ours = Model(ATTN_NAME)
+    install_input_guard(ours)
+    ours(ids)  # no mask: fine
+    with pytest.raises(ValueError, match="ignores attention_mask"):
+        ours(ids, mask)  # the mask as the second positional argument
+    builtin = Model("sdpa")
+    install_input_guard(builtin)
+    builtin(ids, mask, position_ids=torch.arange(4)[None])  # built-in attention, unpacked: fine
+    with pytest.raises(ValueError, match="packed position_ids"):
+        builtin(ids, mask, position_ids=torch.tensor([[0, 1, 0, 1]]))
