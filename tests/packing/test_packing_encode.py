@@ -53,6 +53,7 @@ def test_ids_match_the_chat_template_and_labels_cover_assistant_turns(tokenizer)
     # content + end-of-turn token, never the role header or the newline after <|im_end|>
     assert target_runs(tokenizer, enc) == ["Hello! I read it.<|im_end|>", "Done.<|im_end|>"]
     assert enc.labels[0] == IGNORE
+    assert enc.truncated is False  # a bool (stored as such in the Arrow column)
 
 
 def test_non_ascii_text_keeps_character_offsets(tokenizer):
