@@ -237,6 +237,9 @@ class TrainingConfig(_Section):
         2e-5, gt=0, description="peak learning rate of AdamW (torch, fused kernel), cosine schedule "
         "after the warm-up")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the optimizer steps spent warming up")
+    min_lr_ratio: float = Field(
+        0.0, ge=0, le=1, description="floor of the cosine decay as a share of the peak learning "
+        "rate (LongAlign: 0; ProLong: 0.1, the extend pipeline's default)")
     adam_beta1: float = Field(0.9, description="AdamW beta1")
     adam_beta2: float = Field(0.95, description="AdamW beta2")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -398,8 +401,8 @@ class ExtendConfig(_Section):
         description="the text packing task's packing section (format text)")
     training: TrainingConfig = Field(
         TrainingConfig(objective="pretrain", rope_theta=8e6, max_position_embeddings=65536,
-                       learning_rate=1e-5, warmup_ratio=0.1, weight_decay=0.1, epochs=1,
-                       global_batch=64 * 65536, gradient_checkpointing=True),
+                       learning_rate=1e-5, warmup_ratio=0.1, min_lr_ratio=0.1, weight_decay=0.1,
+                       epochs=1, global_batch=64 * 65536, gradient_checkpointing=True),
         description="the pretrain task's training section (objective pretrain)")
 
 

@@ -229,10 +229,9 @@ def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan]
     :class:`~longalign.training.checkpoint.Preempted`. ``run_key`` identifies the plan (world
     size, accumulation, data); a checkpoint of another plan is refused.
     """
-    from transformers import get_cosine_schedule_with_warmup
-
     from longalign.training.checkpoint import (Preempted, StopFlag, list_checkpoints,
                                                load_checkpoint, save_checkpoint)
+    from longalign.training.lr import cosine_schedule
     from longalign.training.metrics import FlopCounter, device_peak_tflops
 
     flop_counter = FlopCounter(accelerator.unwrap_model(model))
@@ -242,7 +241,7 @@ def run_training(model: torch.nn.Module, data: PackedData, plans: list[StepPlan]
         model = shard_fsdp2(model, accelerator, config)
     optimizer = build_optimizer(model, config)
     warmup = round(config.warmup_ratio * len(plans))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, len(plans))
+    scheduler = cosine_schedule(optimizer, warmup, len(plans), config.min_lr_ratio)
     # The scheduler is not prepared (accelerate would step it once per process) but registered,
     # so that save_state/load_state include it.
     accelerator.register_for_checkpointing(scheduler)
