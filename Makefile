@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/longalign run
 
-# One worker per core; a module's tests stay on one worker (they share module fixtures).
-TEST_WORKERS ?= auto
+# One test worker per core, at most 4 (each may hold a model and two training processes); a
+# module's tests stay on one worker (they share module fixtures).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
