@@ -201,3 +201,21 @@ def test_llama2_inst_layout_and_labels(tokenizer, label_turns):
 def test_llama2_inst_needs_alternating_turns(tokenizer):
     out = encode_one(tokenizer, chat(("assistant", "Hi"), ("user", "Ho")), chat_template="llama2-inst")
     assert isinstance(out, Skipped) and out.reason == "template_error" and "in turn" in out.detail
+
+
+def test_llama2_inst_last_turn_only_and_middle_truncation_keep_the_last_turn(tokenizer):
+    long_user = " ".join(f"word{i}" for i in range(300))
+    last = "The final answer has several words in it, to be kept whole."
+    messages = chat(("user", long_user), ("assistant", "First."), ("user", "Second?"), ("assistant", "Second."),
+                    ("user", "Third?"), ("assistant", last))
+    full = encode_one(tokenizer, messages, chat_template="llama2-inst", label_turns="last", max_len=4096)
+    assert full.id == "x" and target_runs(tokenizer, full) == [last + tokenizer.eos_token]
+    ids = full.input_ids.tolist()
+    start = max(p for p in range(len(ids)) if tokenizer.decode(ids[p:]).startswith("[/INST]"))
+    tail = len(ids) - start  # from the [/INST] before the last answer to the end
+    cut = encode_one(tokenizer, messages, chat_template="llama2-inst", label_turns="last", max_len=tail + 10,
+                     truncation="middle")
+    assert cut.truncated and cut.input_ids.tolist() == ids[:10] + ids[start:]
+    assert target_runs(tokenizer, cut) == [last + tokenizer.eos_token]
+    bad = encode_one(tokenizer, chat(("assistant", "Hi")), chat_template="llama2-inst")
+    assert isinstance(bad, Skipped) and bad.id == "x"
