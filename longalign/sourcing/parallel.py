@@ -99,6 +99,12 @@ def _preparer(config: dict[str, Any], model: str) -> Preparer:
     return _WORKER["preparer"]
 
 
+def split_rows(total: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering ``range(total)``, sizes differing by at most 1."""
+    bounds = [total * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def prepare_unit(config: dict[str, Any], model: str, spec: str, start: int, stop: int,
                  items: Optional[list[list[Item]]], threads: int
                  ) -> list[tuple[list[Item], list[Optional[Prepared]]]]:

@@ -46,6 +46,7 @@ from longalign.sourcing.neardup import NearDuplicates
 from longalign.sourcing.parallel import Prepared, prepared_candidates
 from longalign.sourcing.quality import quality_issue
 from longalign.sourcing.readers import Reader, Record, Rejection, open_reader
+from longalign.sourcing.shards import check_order, read_parts
 from longalign.sourcing.report import Tally, build_stats, plot_lengths, summary_markdown
 from longalign.sourcing.split import split_text
 from longalign.sourcing.text import TokenCounter, clean_text, sha256_hex
@@ -250,9 +251,13 @@ def _candidates(readers: list[Reader], config: SourcingConfig, run: _Run,
 
 
 def _walk(readers: list[Reader], config: SourcingConfig, model: str, run: _Run,
-          stop: dict) -> Iterator[tuple[int, list, list]]:
+          stop: dict, parts: list | None = None) -> Iterator[tuple[int, list, list]]:
     """(reader index, candidate items, their map-step values or Nones) in the selection order;
-    the map runs in ``config.workers`` processes when the order allows it."""
+    from the map outputs ``parts`` when given, else the map runs in ``config.workers``
+    processes when the order allows it."""
+    if parts is not None:
+        yield from read_parts(parts, readers)
+        return
     workers = config.workers or os.cpu_count() or 1
     if workers > 1 and config.max_documents is None and config.mix is None:
         yield from prepared_candidates(config, model, readers, workers)
@@ -265,13 +270,16 @@ def _walk(readers: list[Reader], config: SourcingConfig, model: str, run: _Run,
 
 def source(
     config: SourcingConfig, model: str, output: str | os.PathLike, *, overwrite: bool = False,
-    fingerprint: dict | None = None,
+    fingerprint: dict | None = None, parts: list[str | os.PathLike] | None = None,
 ) -> StageResult:
     """Build the long-document corpus described by ``config`` into the directory ``output``.
 
     ``fingerprint`` is the data fingerprint the pipeline computed in front of this stage
     (``longalign.sourcing.fingerprint``); without one it is computed here. It is recorded in the
     stats (``data_fingerprint``) so that the model built from this corpus can carry it.
+
+    ``parts``: the outputs of ``longalign.sourcing.shards.source_shard`` over these sources (the
+    map of a run over many pods); the stage then reads them instead of the sources.
 
     Writes ``documents-NNNNN.parquet`` shards, ``stats.json``, ``summary.md`` and ``lengths.png``
     (atomically) and returns the StageResult. Token lengths are counted with ``model``'s tokenizer.
@@ -280,6 +288,8 @@ def source(
     summary.md with the reasons, and a rerun replaces them without --overwrite).
     """
     readers: list[Reader] = [open_reader(spec) for spec in config.sources]
+    if parts is not None:
+        check_order(config)
     if not fingerprint:
         from longalign.sourcing.fingerprint import fingerprint as compute
 
@@ -302,8 +312,8 @@ def source(
         for spec, err in listing_errors:
             run.take(spec, err)
         stop: dict = {"stopped_by": None}
-        for k, items, prepared in track(_walk(readers, config, model, run, stop), "sourcing",
-                                        total=known):
+        for k, items, prepared in track(_walk(readers, config, model, run, stop, parts),
+                                        "sourcing", total=known):
             for item, pre in zip(items, prepared):
                 run.take(readers[k].spec, item, pre)
             if run.batch_ready():

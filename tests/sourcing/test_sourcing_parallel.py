@@ -85,3 +85,23 @@ def test_prepared_values_equal_the_stage_functions(tmp_path: Path) -> None:
             assert p.digest == sha256_hex(p.text) and p.n_tokens == counter.count([p.text])[0]
             assert (p.signature == near.signature(p.text).hashvalues).all()
     assert got[4].text.startswith("caf\u00e9")  # NFC-normalised, as the one-process path
+
+
+def test_parts_as_separate_map_stages_and_the_reduce_equal_one_process(tmp_path: Path) -> None:
+    import pytest
+
+    from longalign.errors import UserError
+    from longalign.sourcing.shards import source_shard
+
+    specs = inputs(tmp_path)
+    config = SourcingConfig(sources=specs, min_tokens=100, max_tokens=700, near_dup_threshold=0.7)
+    source(config, MODEL, tmp_path / "one")
+    parts = [tmp_path / f"part-{k}" for k in range(3)]
+    ranges = [source_shard(config, MODEL, p, k, 3)["range"] for k, p in enumerate(parts)]
+    assert ranges[0][0] == 0 and ranges[0][1] == ranges[1][0] and ranges[2][1] == 3 * UNIT + 10 + 1
+    source(config, MODEL, tmp_path / "joined", parts=parts[::-1])  # any order
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
+    with pytest.raises(UserError, match="without gaps"):
+        source(config, MODEL, tmp_path / "gap", parts=[parts[0], parts[2]])
+    with pytest.raises(UserError, match="source order"):
+        source_shard(config.model_copy(update={"max_documents": 5}), MODEL, tmp_path / "p", 0, 3)
