@@ -48,6 +48,7 @@ compile: install
 	$(BIN)/longalign compile -o pipelines/pipeline-multinode.yaml --pipeline longalign-multinode
 	$(BIN)/longalign compile -o pipelines/pipeline-extend.yaml --pipeline longalign-extend
 	$(BIN)/longalign compile -o pipelines/pipeline-sharded-packing.yaml --pipeline longalign-sharded-packing
+	$(BIN)/longalign compile -o pipelines/pipeline-sharded-data.yaml --pipeline longalign-sharded-data
 	$(BIN)/python -m longalign.config.reference docs/config.md
 
 clean:

@@ -14,6 +14,7 @@ from longalign.components.promotion.component import promotion
 from longalign.components.scoring.component import scoring
 from longalign.components.sourcing.component import sourcing
 from longalign.components.sourcing.fingerprint import fingerprint
+from longalign.components.sourcing.sharded import sourcing_join, sourcing_part
 from longalign.components.training.component import training
 from longalign.components.training.launcher import training_launcher
 
@@ -30,10 +31,12 @@ COMPONENTS = {stage: (stage, "component.yaml", c) for stage, c in STAGE_COMPONEN
 COMPONENTS["training_launcher"] = ("training", "launcher.yaml", training_launcher)
 COMPONENTS["fingerprint"] = ("sourcing", "fingerprint.yaml", fingerprint)
 COMPONENTS["promotion"] = ("promotion", "component.yaml", promotion)
-# packing over many pods (the longalign-sharded-packing pipeline)
+# sourcing and packing over many pods (the longalign-sharded-* pipelines)
+COMPONENTS["sourcing_part"] = ("sourcing", "part.yaml", sourcing_part)
+COMPONENTS["sourcing_join"] = ("sourcing", "join.yaml", sourcing_join)
 COMPONENTS["packing_part"] = ("packing", "part.yaml", packing_part)
 COMPONENTS["packing_join"] = ("packing", "join.yaml", packing_join)
 
 __all__ = ["COMPONENTS", "STAGE_COMPONENTS", "fingerprint", "generation", "packing", "packing_join",
-           "packing_part", "promotion", "scoring", "sourcing",
+           "packing_part", "promotion", "scoring", "sourcing", "sourcing_join", "sourcing_part",
            "training", "training_launcher"]

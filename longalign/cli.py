@@ -243,8 +243,9 @@ def run(
 
 PipelineOpt = Annotated[str, typer.Option(
     "--pipeline", help="longalign (training in one pod), longalign-multinode (Kubeflow Trainer job), "
-    "longalign-extend (context extension first) or longalign-sharded-packing (packing stored "
-    "chats over many pods; compile only).")]
+    "longalign-extend (context extension first), longalign-sharded-packing (packing stored "
+    "chats over many pods) or longalign-sharded-data (sourcing and text packing over many pods); "
+    "the sharded ones compile only.")]
 
 
 @app.command()

@@ -9,9 +9,12 @@ from longalign.pipelines.pipeline import (
 )
 from longalign.pipelines.extend import EXTEND_PIPELINE_NAME, longalign_extend_pipeline
 from longalign.pipelines.sharded import SHARDED_PACKING_PIPELINE_NAME, sharded_packing_pipeline
+from longalign.pipelines.sharded_data import SHARDED_DATA_PIPELINE_NAME, sharded_data_pipeline
 
 PIPELINES = {**PIPELINES, EXTEND_PIPELINE_NAME: longalign_extend_pipeline,
-             SHARDED_PACKING_PIPELINE_NAME: sharded_packing_pipeline}
+             SHARDED_PACKING_PIPELINE_NAME: sharded_packing_pipeline,
+             SHARDED_DATA_PIPELINE_NAME: sharded_data_pipeline}
 
-__all__ = ["SHARDED_PACKING_PIPELINE_NAME", "sharded_packing_pipeline", "EXTEND_PIPELINE_NAME", "longalign_extend_pipeline", "MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
+__all__ = ["SHARDED_DATA_PIPELINE_NAME", "sharded_data_pipeline", "SHARDED_PACKING_PIPELINE_NAME",
+           "sharded_packing_pipeline", "EXTEND_PIPELINE_NAME", "longalign_extend_pipeline", "MULTINODE_PIPELINE_NAME", "PIPELINE_NAME", "PIPELINES", "longalign_multinode_pipeline",
            "longalign_pipeline"]

@@ -157,9 +157,9 @@ def run_local(config: RunConfig, root: str | os.PathLike = "local_outputs", *,
     if pipeline == "longalign-multinode":
         raise UserError("longalign-multinode submits a Kubeflow Trainer job: it needs a cluster "
                         "(longalign submit); run longalign or longalign-extend locally")
-    if pipeline == "longalign-sharded-packing":
-        raise UserError("longalign-sharded-packing packs chats already stored at a URI and has no "
-                        "run config: submit it, or set packing.workers for all local cores")
+    if pipeline in ("longalign-sharded-packing", "longalign-sharded-data"):
+        raise UserError(f"{pipeline} is for a cluster (compile it and upload it); locally, "
+                        "sourcing.workers and packing.workers use every core")
     function = _pipeline(pipeline)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,60 @@
+"""longalign-sharded-data: sourcing and text packing over many pods, the one-pod output.
+
+ParallelFor over parts: sourcing_part -> sourcing_join -> ParallelFor over parts: packing_part
+(format text, on the corpus) -> packing_join
+
+Each map step runs one pod per entry of ``parts`` (``PARALLELISM`` at a time); each join collects
+the parts (``dsl.Collected``) and makes the decisions that involve more than one document in the
+one-pod order, so the corpus and the rows equal those of the one-pod sourcing and packing steps
+(docs/scale.md). The sourcing config must leave ``max_documents`` and ``mix`` unset.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics
+
+from longalign.components.packing.sharded import packing_join, packing_part
+from longalign.components.sourcing.sharded import sourcing_join, sourcing_part
+from longalign.pipelines.pipeline import DEFAULTS
+from longalign.pipelines.sharded import PARALLELISM
+
+SHARDED_DATA_PIPELINE_NAME = "longalign-sharded-data"
+# the default sourcing section without max_documents and mix (a capped or mixed run decides what
+# to read next from what it kept so far, which only one pod can)
+SOURCE_ORDER_DEFAULTS = {k: v for k, v in DEFAULTS["sourcing"].items()
+                         if k not in ("max_documents", "mix")}
+
+
+class ShardedDataOutputs(NamedTuple):
+    corpus: Dataset
+    packed: Dataset
+    metrics: Metrics
+
+
+@dsl.pipeline(name=SHARDED_DATA_PIPELINE_NAME,
+              description="Source long texts and pack them as plain text with one pod per part "
+              "of the input and a join step per stage; the output equals the one-pod steps'.")
+def sharded_data_pipeline(
+    base_model: str = DEFAULTS["base_model"],
+    sourcing_config: dict = SOURCE_ORDER_DEFAULTS,
+    text_packing_config: dict = DEFAULTS["extend"]["packing"],
+    parts: list = [0, 1, 2],
+) -> ShardedDataOutputs:
+    """`sourcing_config` without max_documents and mix; `text_packing_config` a packing section
+    with format text; `parts`: the part indices [0, 1, ..., n-1], one pod each per stage."""
+    with dsl.ParallelFor(parts, parallelism=PARALLELISM) as index:
+        source_part = sourcing_part(config=sourcing_config, base_model=base_model, index=index,
+                                    parts=parts).set_display_name("sourcing part")
+    source_join = sourcing_join(config=sourcing_config, base_model=base_model,
+                                parts=dsl.Collected(source_part.outputs["part"]))
+    source_join.set_display_name("sourcing join")
+    corpus = source_join.outputs["corpus"]
+    with dsl.ParallelFor(parts, parallelism=PARALLELISM) as index:
+        pack_part = packing_part(config=text_packing_config, base_model=base_model, chats=corpus,
+                                 index=index, parts=parts).set_display_name("packing part")
+    pack_join = packing_join(config=text_packing_config, base_model=base_model,
+                             parts=dsl.Collected(pack_part.outputs["part"]))
+    pack_join.set_display_name("packing join")
+    return ShardedDataOutputs(corpus=corpus, packed=pack_join.outputs["packed"],
+                              metrics=pack_join.outputs["metrics"])
