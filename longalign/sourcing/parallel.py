@@ -106,11 +106,13 @@ def split_rows(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def prepare_unit(config: dict[str, Any], model: str, spec: str, start: int, stop: int,
-                 items: Optional[list[list[Item]]], threads: int
+                 items: Optional[list[list[Item]]], threads: int, listed: int = 0
                  ) -> list[tuple[list[Item], list[Optional[Prepared]]]]:
     """Map step for one unit (runs in a worker): candidates ``start`` to ``stop - 1`` of the
-    indexed source ``spec`` (read here), or the candidates ``items`` read by the caller; returns
-    each candidate's items with their ``Prepared`` values, in order."""
+    indexed source ``spec`` (read here; ``listed`` is how many candidates the caller listed, and
+    a worker that lists another number stops with a UserError, since candidate numbers would then
+    name other documents), or the candidates ``items`` read by the caller; returns each
+    candidate's items with their ``Prepared`` values, in order."""
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     preparer = _preparer(config, model)
     if items is None:
@@ -120,6 +122,11 @@ def prepare_unit(config: dict[str, Any], model: str, spec: str, start: int, stop
 
             readers[spec] = open_reader(spec)
             readers[spec].index()
+        if len(readers[spec]) != listed:
+            from longalign.errors import UserError
+
+            raise UserError(f"{spec} changed while it was read ({listed} candidates listed, "
+                            f"{len(readers[spec])} now): run again")
         items = [list(readers[spec].read(i)) for i in range(start, stop)]
     flat = preparer.prepare([item for candidate in items for item in candidate])
     out, at = [], 0
@@ -158,8 +165,9 @@ def prepared_candidates(config: SourcingConfig, model: str, readers: list[Reader
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         running: deque[tuple[int, Future]] = deque()
         for k, start, stop, items in _units(readers):
+            listed = len(readers[k]) if items is None else 0
             running.append((k, pool.submit(prepare_unit, dump, model, readers[k].spec, start,
-                                           stop, items, threads)))
+                                           stop, items, threads, listed)))
             while len(running) > 2 * workers:
                 yield from _done(*running.popleft())
         while running:

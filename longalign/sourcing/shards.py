@@ -127,7 +127,7 @@ def source_shard(config: SourcingConfig, model: str, output: str | os.PathLike, 
             if pending:
                 flush()
         summary = {"index": index, "count": count, "range": [start, stop], "of": total,
-                   "candidates": candidates}
+                   "weights": _weights(readers), "candidates": candidates}
         write_json(tmp / PART, summary)
     return StageResult("sourcing part", Path(output), summary,
                        metrics={"candidates": candidates})
@@ -146,6 +146,9 @@ def read_parts(parts: list[str | os.PathLike], readers: list[Reader]
             raise UserError(f"{part} is not a sourcing part ({exc})") from None
     found.sort(key=lambda f: f[0]["range"][0])
     total = sum(_weights(readers))
+    if any(f[0].get("weights") not in (None, _weights(readers)) for f in found):
+        raise UserError("the sources changed between the parts and the join (other candidate "
+                        "counts per source): run the parts again")
     ends = [0] + [f[0]["range"][1] for f in found]
     if [f[0]["range"][0] for f in found] != ends[:-1] or ends[-1] != total or any(
             f[0]["of"] != total for f in found):

@@ -105,3 +105,25 @@ def test_parts_as_separate_map_stages_and_the_reduce_equal_one_process(tmp_path:
         source(config, MODEL, tmp_path / "gap", parts=[parts[0], parts[2]])
     with pytest.raises(UserError, match="source order"):
         source_shard(config.model_copy(update={"max_documents": 5}), MODEL, tmp_path / "p", 0, 3)
+
+
+def test_a_worker_that_lists_another_number_of_candidates_stops(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import pytest
+
+    from longalign.errors import UserError
+    from longalign.sourcing import parallel
+    from longalign.sourcing.parallel import prepare_unit
+
+    # run the worker function in this process without leaving its state or settings behind
+    monkeypatch.setattr(parallel, "_WORKER", {})
+    monkeypatch.setenv("RAYON_NUM_THREADS", os.environ.get("RAYON_NUM_THREADS", "2"))
+
+    for i in range(3):
+        write(tmp_path / "in" / f"f{i}.txt", doc(i))
+    config = SourcingConfig(sources=[f"dir:{tmp_path / 'in'}"]).model_dump()
+    [(items, [prepared])] = prepare_unit(config, MODEL, f"dir:{tmp_path / 'in'}", 1, 2, None, 1, 3)
+    assert items[0].uri.endswith("f1.txt") and prepared.text == doc(1)
+    with pytest.raises(UserError, match="changed while it was read"):
+        prepare_unit(config, MODEL, f"dir:{tmp_path / 'in'}", 1, 2, None, 1, 4)
