@@ -122,7 +122,8 @@ def test_select_attention_prefers_flash_only_when_available(monkeypatch):
     assert select_attention() == "flash_attention_2"
     monkeypatch.setattr(attention, "flash_attn_available", lambda: False)
     assert select_attention() == ATTN_NAME
-    assert ATTN_NAME in AttentionInterface._global_mapping
+    assert AttentionInterface._global_mapping[register()] is attention.packed_sdpa_forward
+    assert None not in AttentionInterface._global_mapping
 
 
 def test_flash_attn_available_needs_cuda_and_the_package(monkeypatch):
@@ -204,6 +205,9 @@ def test_packed_sdpa_forward_full_rows_scaling_and_dropout_outside_training():
     one, _ = attention.packed_sdpa_forward(frozen, q[:1], k[:1], v[:1], None,
                                            longalign_seq_lens=[[6]], scaling=0.5)
     assert torch.allclose(one, out[:1])
+    torch.manual_seed(0)
+    dropped, _ = attention.packed_sdpa_forward(torch.nn.Module(), q, k, v, None, dropout=0.5, scaling=0.5)
+    assert not torch.allclose(dropped, out)  # in training the dropout asked for is applied
 
 
 def test_packed_sdpa_forward_refuses_what_it_cannot_do():
