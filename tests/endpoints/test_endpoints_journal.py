@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import threading
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_request_keys_are_stable_across_versions_and_key_order():
 
 
 def test_a_reply_is_appended_as_one_sorted_line_and_served_after_reopening(tmp_path, caplog):
-    path = tmp_path / "deep" / "journal.jsonl"
+    path = tmp_path / "deep" / "er" / "journal.jsonl"  # folders are made as needed
     old = os.umask(0o022)
     try:
         with Journal(path) as journal:
@@ -62,8 +63,20 @@ def test_damaged_lines_are_skipped_and_a_torn_last_line_is_cut(tmp_path, caplog)
 def test_a_closed_journal_is_free_for_the_next_run_and_a_bad_place_is_a_user_error(tmp_path):
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
+    with pytest.raises(UserError, match=r"^the request journal .*j\.jsonl is in use by another running job; "
+                                        "wait for it or give this run its own folder$"):
+        Journal(path)
+    waited = []
+    waiter = threading.Thread(target=lambda: waited.append(Journal(path, wait=True)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # wait=True blocks until the holder lets go
     journal.close()
-    journal.close()  # twice is fine
+    waiter.join(10)
+    assert waited and not waiter.is_alive()
+    waited[0].close()
+    journal.close()  # twice is fine, and closes no other descriptor
+    os.fstat(1)
     with Journal(path):  # not blocked
         pass
     (tmp_path / "file").write_text("x")
@@ -86,6 +99,8 @@ def test_through_journal_serves_what_it_has_and_keeps_only_new_successes(tmp_pat
         assert [r.text for r in out] == ["old", "r1", ""] and out[0].cached and out[2].error == "timeout"
         assert sent == [[1, 2]] and journal.served == 1 and journal.appended == 2
         assert sorted(journal.records) == ["k0", "k1"] and journal.records["k1"]["i"] == 1
-    lines = (tmp_path / "j.jsonl").read_text().splitlines()
-    assert [json.loads(x)["key"] for x in lines] == ["k0", "k1"]
+        lines = (tmp_path / "j.jsonl").read_text().splitlines()
+        assert [json.loads(x)["key"] for x in lines] == ["k0", "k1"]
+        through_journal(journal, ["k0", "k1"], send)
+        assert journal.served == 3  # counted over the run, not per batch
     assert through_journal(None, ["k0", "k1"], send) and sent[-1] == [0, 1]  # no journal: everything is sent

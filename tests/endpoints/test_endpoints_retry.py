@@ -1,6 +1,7 @@
 """The retry policy: Retry-After parsing and exponential backoff with jitter."""
 
 import random
+import time
 from email.utils import formatdate
 
 from longalign.endpoints.retry import FATAL_STATUSES, RETRY_STATUSES, RetryPolicy, parse_retry_after
@@ -36,3 +37,17 @@ def test_status_classes():
     assert {429, 500, 502, 503, 504, 408} <= RETRY_STATUSES
     assert not {400, 401, 403, 404, 422} & RETRY_STATUSES
     assert FATAL_STATUSES == {401, 403, 404}
+
+
+def test_retry_after_edges():
+    assert parse_retry_after({"retry-after": "0"}) == 0.0 and parse_retry_after({"retry-after-ms": "0"}) == 0.0
+    assert parse_retry_after({"retry-after": "-5"}) is None and parse_retry_after({"retry-after-ms": "-5"}) is None
+    # an HTTP date in the future, against the clock when no "now" is given
+    future = formatdate(time.time() + 120, usegmt=True)
+    assert 100 < parse_retry_after({"retry-after": future}) <= 120
+
+
+def test_the_jitter_of_a_server_given_wait_is_at_most_a_tenth():
+    policy = RetryPolicy(rng=random.Random(0))
+    waits = [policy.delay(0, retry_after=100.0) for _ in range(200)]
+    assert all(100.0 <= w <= 110.0 for w in waits) and max(waits) > 105.0
