@@ -238,6 +238,12 @@ def test_a_question_with_one_judged_run_scores_that_rating(tmp_path, shared_lbc,
     judged = row["statuses"].index("ok")
     assert out["runs"][judged]["mean"] == pytest.approx(5) and out["runs"][1 - judged]["mean"] == 3
     assert out["runs"][1 - judged]["unjudged"] == 1
+    assert out["runs"][1 - judged] == {"run": 1 - judged, "order": "shuffled", "mean": 3, "sum": 6, "judged": 2,
+                                       "unjudged": 1}
+    assert out["runs"][judged]["sum"] == 15 and out["runs"][judged]["judged"] == 3
+    assert out["out_of_scale"] == 0
+    assert len(row["replies"]) == 2 and all(row["replies"])  # the judge's last reply of each run is kept
+    assert all([m["role"] for m in r["messages"]] == ["system", "user"] for r in fake_openai.judge_requests())
 
 
 def test_complete_run_reports_mean_and_reference_sum(tmp_path, shared_lbc, fake_openai):
