@@ -19,17 +19,16 @@ from pydantic import Field, field_validator, model_validator
 
 from longalign.config.base import (DATA_MOUNT, PVC_NAME, deep_merge, parse_value, read_yaml, set_key,
                                    validate)
+from longalign.config.base import MAX_TOKENS
 from longalign.config.base import Section as _Section
+from longalign.config.endpoints import EndpointConfig, TeacherAPIConfig
 from longalign.config.launcher import LauncherConfig
 from longalign.config.promotion import PromotionConfig
+from longalign.config.training import TrainingConfig
 from longalign.errors import UserError
 
-# Ceiling of every token length in the config (packing.max_len, sourcing.max_tokens,
-# scoring.lengths, ...): 2,097,152 tokens, four times ProLong's longest (512k). It is checked
-# before anything is sized from these values, so a typo cannot allocate memory by the gigabyte.
-MAX_TOKENS = 2 ** 21
-
-__all__ = ["DATA_MOUNT", "PVC_NAME", "LauncherConfig", "PromotionConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
+__all__ = ["DATA_MOUNT", "MAX_TOKENS", "PVC_NAME", "EndpointConfig", "LauncherConfig", "PromotionConfig",
+           "TeacherAPIConfig", "TrainingConfig", "RunConfig", "SECTIONS", "STAGES", "PRESETS",
            "load_run_config", "parse_section", "parse_value", "read_config_file", "describe"]
 
 
@@ -89,61 +88,6 @@ class SourcingConfig(_Section):
         if self.mix is not None and (not self.mix or any(v <= 0 for v in self.mix.values())):
             raise ValueError("mix needs at least one group and every share must be > 0")
         return self
-
-
-class _Endpoint(_Section):
-    """Fields every OpenAI-compatible chat-completions endpoint has (teacher, answerer, judge).
-
-    The API key is read from the file at ``api_key_file`` (a mounted secret; wins when set) or the
-    environment variable named by ``api_key_env``; both null: no key is sent. Never from the command
-    line or the config itself (longalign.secrets).
-    """
-
-    api_key_env: str | None = Field(
-        "OPENAI_API_KEY", description="environment variable holding the API key (null: none)")
-    api_key_file: str | None = Field(
-        None, description="file holding the API key, e.g. a mounted Secret (wins over api_key_env)")
-    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
-    timeout_seconds: float = Field(600.0, gt=0, description="per request")
-    max_retries: int = Field(6, ge=0, description="on 429, 5xx, timeouts, dropped connections")
-    backoff_seconds: float = Field(1.0, gt=0, description=(
-        "First retry delay in seconds; doubles per retry, with jitter (a Retry-After wins)."))
-    backoff_max_seconds: float = Field(60.0, gt=0, description="Longest backoff delay in seconds.")
-    max_retry_after_seconds: float = Field(600.0, gt=0, description=(
-        "A longer Retry-After asked by the server is cut to this many seconds."))
-    max_failure_rate: float = Field(0.1, ge=0, le=1, description=(
-        "The run fails when more than this share of its requests fail after retries "
-        "(or when none succeeds); see docs/generation.md, failure semantics."))
-    allow_partial: bool = Field(False, description=(
-        "Finish a run whose failure rate exceeds max_failure_rate (never one without any success); "
-        "the stage's stats and summary then report it as partial."))
-    price_prompt_per_million: float = Field(
-        0.0, ge=0, description="price per million prompt tokens, for the cost estimate in stats (any "
-        "currency)")
-    price_completion_per_million: float = Field(
-        0.0, ge=0, description="price per million completion tokens, for the cost estimate")
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Estimated cost of this usage at the configured prices (per million tokens)."""
-        return (prompt_tokens * self.price_prompt_per_million
-                + completion_tokens * self.price_completion_per_million) / 1e6
-
-    @model_validator(mode="after")
-    def _check_url(self):
-        url = getattr(self, "base_url", None)
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
-        return self
-
-
-class TeacherAPIConfig(_Endpoint):
-    """The generation teacher's endpoint (generation.teacher = openai; the model name is
-    generation.teacher_model). Retries back off exponentially with jitter and honour Retry-After."""
-
-    base_url: str | None = Field(
-        None, description="e.g. http://vllm.teachers.svc:8000/v1 (required for teacher=openai)")
-    temperature: float = Field(0.0, ge=0, le=2, description="teacher sampling temperature (0: greedy)")
-    chars_per_token: float = Field(3.5, gt=0, description="to fit documents into teacher_context_tokens")
 
 
 class GenerationConfig(_Section):
@@ -217,104 +161,6 @@ class PackingConfig(_Section):
         "processes that tokenise contiguous parts of the input in parallel (0: one per core); "
         "the parts are joined in input order before dedup and planning, so the rows are the "
         "same for any value"))
-
-
-class TrainingConfig(_Section):
-    """Fine-tuning on packed rows with LongAlign's loss weighting."""
-
-    objective: Literal["finetune", "pretrain"] = Field("finetune", description=(
-        "finetune: the loss named by loss; pretrain: continued pre-training on text rows "
-        "(ProLong): the token-averaged loss over each whole optimizer step (loss must be "
-        "left unset or be token)"))
-    document_masking: bool = Field(True, description=(
-        "attention and positions restart at every packed sample; false (ablation, ProLong's "
-        "single_seq): each row is one sequence, and in text rows the first token of every "
-        "document but the row's first becomes a target too"))
-    loss: Literal["longalign", "token"] = Field(
-        "longalign", description="longalign: mean over sequences of each sequence's mean token loss "
-        "(LongAlign Eq. 4); token: mean over all target tokens of the step")
-    learning_rate: float = Field(
-        2e-5, gt=0, description="peak learning rate of AdamW (torch, fused kernel), cosine schedule "
-        "after the warm-up")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the optimizer steps spent warming up")
-    min_lr_ratio: float = Field(
-        0.0, ge=0, le=1, description="floor of the cosine decay as a share of the peak learning "
-        "rate (LongAlign: 0; ProLong: 0.1, the extend pipeline's default)")
-    adam_beta1: float = Field(0.9, description="AdamW beta1")
-    adam_beta2: float = Field(0.95, description="AdamW beta2")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    epochs: int = Field(2, ge=1, description="passes over the packed data (max_steps wins when set)")
-    max_steps: int | None = Field(
-        None, ge=1, description="optimizer steps, cycling epochs (null: epochs decide)")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1, description="micro-batches per rank per optimizer step")
-    global_batch: int | None = Field(None, ge=1, description=(
-        "Global batch per optimizer step, over all ranks: sequences for the sort and naive "
-        "strategies, tokens (rows x max_len) for pack. When set, gradient_accumulation_steps "
-        "is derived from it for the actual world size (so the batch does not grow with the "
-        "node count); null: gradient_accumulation_steps as given."))
-    max_grad_norm: float = Field(1.0, ge=0, description=(
-        "Clip the step's gradient to this global L2 norm (0: no clipping); the same on one "
-        "process, DDP, FSDP2 and DeepSpeed (its gradient_clipping is set to this)."))
-    rank_balance: bool = Field(True, description=(
-        "pack: deal each step's rows to the ranks so that their attention cost (sum of "
-        "squared sample lengths plus a linear term) is balanced; false: every world_size-th row."))
-    rope_theta: float | None = Field(None, gt=0, description=(
-        "RoPE base set on the model before training and saved in its config (ProLong: 8e6 "
-        "for 64k, 1.28e8 for 512k); null: the base model's."))
-    rope_scaling: dict[str, Any] | None = Field(None, description=(
-        "RoPE scaling set on the model config (e.g. {'rope_type': 'yarn', 'factor': 4.0}) for "
-        "models whose config has rope_scaling; null: the base model's."))
-    max_position_embeddings: int | None = Field(None, ge=1, description=(
-        "Context window set on the model before training and saved in its config; "
-        "null: the base model's."))
-    gradient_checkpointing: bool = Field(
-        False, description="recompute each decoder layer in backward (non-reentrant)")
-    seed: int = Field(0, description="seed of the batch order and dropout")
-    cross_entropy: Literal["chunked", "liger"] = Field(
-        "chunked", description="LM head + cross-entropy: chunked (the head over at most ce_chunk_size "
-        "target positions at a time, recomputed in backward) or liger (Liger's fused kernel, GPU extra)")
-    ce_chunk_size: int = Field(
-        2048, ge=1, le=MAX_TOKENS, description="target positions per head chunk (cross_entropy=chunked)")
-    distributed: Literal["ddp", "deepspeed", "fsdp2"] = Field(
-        "ddp", description="ddp (also one process), deepspeed (see deepspeed_config) or fsdp2")
-    deepspeed_config: str = Field(
-        "zero3", description="zero2, zero3, zero3-offload or a DeepSpeed JSON file (distributed=deepspeed)")
-    bf16: bool = Field(True, description="bf16 mixed precision, on GPU only (CPU trains in fp32)")
-    checkpoint_dir: str | None = Field(
-        None, description="where checkpoints go, a shared volume with several nodes (null: "
-        "<output>.checkpoints, a sibling of the output)")
-    checkpoint_every: int = Field(
-        0, ge=0, description="optimizer steps between checkpoints (0: only SIGTERM)")
-    checkpoints_kept: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
-    resume: bool = Field(
-        False, description="continue from the newest checkpoint in checkpoint_dir (start at step 0 when "
-        "there is none)")
-    tensorboard_dir: str | None = Field(
-        None, description="TensorBoard event files (null: tensorboard/ inside the output)")
-    peak_tflops: float | None = Field(
-        None, gt=0, description="per-device peak TFLOP/s for the MFU estimate (null: known GPUs only)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _pretrain_loss(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("objective") == "pretrain":
-            if data.get("loss", "token") != "token":
-                raise ValueError("objective pretrain averages the loss over tokens: leave loss "
-                                 "unset or set it to token")
-            data = {**data, "loss": "token"}
-        return data
-
-
-class EndpointConfig(_Endpoint):
-    """A served model for scoring (vLLM, TGI, KServe, a hosted API): an answerer or the judge."""
-
-    base_url: str = Field(description="OpenAI-compatible API root, e.g. http://vllm.models.svc:8000/v1")
-    model: str = Field(description="the served model's name")
-    concurrency: int = Field(4, ge=1, le=1024, description="requests in flight at once")
-    timeout_seconds: float = Field(120.0, gt=0, description="per request")
-    max_retries: int = Field(4, ge=0, description="on 429, 5xx, timeouts, dropped connections")
-    context: int | None = Field(None, ge=64, description="served model's context in tokens (answerers only)")
 
 
 class LongBenchChatConfig(_Section):

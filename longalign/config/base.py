@@ -17,6 +17,12 @@ DATA_MOUNT = "/mnt/longalign"
 PVC_NAME = "longalign-data"
 
 
+# Ceiling of every token length in the config (packing.max_len, sourcing.max_tokens,
+# scoring.lengths, ...): 2,097,152 tokens, four times ProLong's longest (512k). It is checked
+# before anything is sized from these values, so a typo cannot allocate memory by the gigabyte.
+MAX_TOKENS = 2 ** 21
+
+
 class Section(BaseModel):
     """Base of every config section."""
 
