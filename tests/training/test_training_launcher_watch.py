@@ -192,3 +192,23 @@ def test_a_failed_log_stream_is_read_at_the_end(kube):
     follows = [r for r in fake.requests if r[1].endswith("/log") and r[2].get("follow") in ("true", "True")]
     tails = [r for r in fake.requests if r[1].endswith("/log") and "follow" not in r[2]]
     assert len(follows) == 1 and len(tails) == 1
+
+
+@pytest.mark.parametrize("key", ["lastTimestamp", "eventTime", "firstTimestamp", "creationTimestamp"])
+def test_the_latest_warning_is_the_one_reported_whichever_time_field_it_has(key):
+    """Events carry their time in one of several fields (lastTimestamp first, then eventTime,
+    firstTimestamp, and the object's creation time); the newest event is the one reported."""
+    from longalign.training.launcher.watch import observe
+
+    def event(message, **times):
+        meta = {"creationTimestamp": times.pop("creationTimestamp")} if "creationTimestamp" in times else {}
+        return {"reason": "FailedScheduling", "message": message, "involvedObject": {"name": "pod-0"},
+                "metadata": meta, **times}
+
+    older = [event("renewed", lastTimestamp="2026-01-01T00:00:05Z", firstTimestamp="2026-01-01T00:00:00Z"),
+             event("early", eventTime="2026-01-01T00:00:01Z"), event("made", creationTimestamp="2026-01-01T00:00:02Z"),
+             event("first", firstTimestamp="2026-01-01T00:00:03Z")]
+    newest = event("newest", **{key: "2026-01-01T00:00:09Z"})
+    seen = observe("TrainJob", "job", None, [], [newest] + older)
+    assert seen.waiting == "pod-0: FailedScheduling: newest"
+    assert observe("TrainJob", "job", None, [], older[::-1]).waiting == "pod-0: FailedScheduling: renewed"
