@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [g for g in GROUPS if not args.group or g.name in args.group]
     rows = {r["group"]: r for r in previous_rows(args.report)}
-    commit = _commit()
     for group in chosen:
+        commit = _commit()  # the code each group copies, taken when it starts
         row = run_group(group, args.jobs, lambda s: print(s, flush=True), args.minutes)
         row.update(commit=commit, date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
         rows[group.name] = row
