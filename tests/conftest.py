@@ -14,7 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # first: run first, they keep both workers busy (make test: pytest-xdist, --dist loadfile) instead
 # of leaving one long module to run alone at the end.
 LONG_MODULES = ("test_local_run.py", "test_local_extend.py", "test_cli_reproductions.py",
-                "test_run_transcript.py", "test_training_resume.py", "test_training_deepspeed.py",
+                "test_run_transcript.py", "test_training_deepspeed.py", "test_pipeline_sharded_data.py",
+                "test_pipeline_sharded.py", "test_training_resume.py",
                 "test_training_fsdp2.py", "test_training_distributed.py", "test_sourcing_cli.py",
                 "test_training_torchrun.py", "test_cli.py")
 
