@@ -3,7 +3,9 @@
 
 It serves canned replies (a function of the request's messages), checks the bearer token, and can
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
-a dropped connection, a malformed body, an empty choice list, 400, 401, 403 and 404. Like real
+a dropped connection, a malformed body, an empty choice list, well-formed JSON that is not a
+chat completion (a list, a string, null, an object without ``choices``, a choice whose message is
+not an object), 400, 401, 403 and 404. Like real
 providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
 ``400_echo`` / ``403_echo`` repeat it in full and partly masked. It records every request it
 received (time, outcome, body size in bytes) and the largest number of requests in flight at once.
@@ -22,6 +24,19 @@ from typing import Callable
 
 API_KEY = "sk-test-0123456789abcdef-secret"
 KEY_ENV = "LONGALIGN_TEST_TEACHER_KEY"  # the variable the tests name in api_key_env
+
+
+# 200 replies whose body is valid JSON but not a chat completion, by fault name
+NOT_COMPLETIONS = {
+    "json_list": [{"message": {"role": "assistant", "content": "a list, not an object"}}],
+    "json_string": "the reply as a bare JSON string",
+    "json_null": None,
+    "no_choices": {"id": "chatcmpl-x", "object": "chat.completion", "created": 0,
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}},
+    "message_not_object": {"id": "chatcmpl-x", "object": "chat.completion", "created": 0,
+                           "choices": [{"index": 0, "message": "plain text where an object belongs",
+                                        "finish_reason": "stop"}]},
+}
 
 
 def body_key(messages: list[dict]) -> str:
@@ -77,7 +92,7 @@ class FakeOpenAI:
     slow_seconds: float = 2.0
     finish_reason: str = "stop"
     # Faults for the next requests, in arrival order: "429", "500", "slow", "drop", "malformed",
-    # "empty_choices", "400", "401", "404" (None lets a request through).
+    # "empty_choices", one of NOT_COMPLETIONS, "400", "401", "404" (None lets a request through).
     faults: deque = field(default_factory=deque)
     # Or a function of the request's messages and how often that request was seen before.
     fault_for: Callable[[list[dict], int], str | None] | None = None
@@ -199,6 +214,8 @@ class FakeOpenAI:
             handler.connection.shutdown(2)  # closes the socket without any response
         elif fault == "malformed":
             self._send_json(handler, 200, b'{"id": "x", "choices": [{"message": ')
+        elif fault in NOT_COMPLETIONS:
+            self._send_json(handler, 200, json.dumps(NOT_COMPLETIONS[fault]).encode())
         else:
             if fault == "slow":
                 time.sleep(self.slow_seconds)

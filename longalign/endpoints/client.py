@@ -7,9 +7,10 @@
 - At most ``concurrency`` requests on the wire (a semaphore held only while a request is in flight,
   never while a retry waits), over the SDK's pool of keep-alive connections.
 - One retry policy (``retry.py``) on 408/409/429/5xx, timeouts, dropped or refused connections and
-  malformed replies (not JSON, no choice), honouring Retry-After. 401/403/404 stop the batch at once
-  (``EndpointStopped``): every reply that already arrived was handed to ``on_result`` (and so to
-  the journal). Other 4xx fail that request only, without retry.
+  malformed replies (not JSON, JSON that is not a chat completion, no choice), honouring
+  Retry-After. 401/403/404 stop the batch at once (``EndpointStopped``): every reply that already
+  arrived was handed to ``on_result`` (and so to the journal). Other 4xx fail that request only,
+  without retry.
 - Requests that fail for good come back as a :class:`Reply` with ``error`` set and are counted
   (``usage.failures``); whether the run may go on is ``failures.check_failures``' decision.
 - The API key (longalign.secrets) lives in the SDK client only: never in ``repr``, log lines,
@@ -237,15 +238,18 @@ class Client:
         """The reply in a 200 response, or None and the reason it is unusable."""
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return None, "malformed"
+        # valid JSON that is not a chat completion (a list, a string, null, no choice list)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list):
             return None, "malformed"
         if not choices or not isinstance(choices[0], dict):
             return None, "no_choice"
         choice = choices[0]
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        message = choice.get("message")
+        if not isinstance(message, dict):  # missing or not an object: nothing to read the text from
+            return None, "malformed"
         text = message.get("content")
         finish = choice.get("finish_reason") or "stop"
         if not text and message.get("refusal"):

@@ -5,7 +5,7 @@ import logging
 import socket
 
 import pytest
-from fake_openai_server import API_KEY, KEY_ENV, body_key, canned_reply
+from fake_openai_server import API_KEY, KEY_ENV, NOT_COMPLETIONS, body_key, canned_reply
 
 from longalign.config import EndpointConfig, TeacherAPIConfig
 from longalign.endpoints import (Client, EndpointFailed, EndpointStopped, Journal, Reply, Usage, check_failures,
@@ -54,6 +54,36 @@ def test_transient_faults_are_retried_until_the_reply_arrives(server):
     assert client.usage.retries == {"http_429": 1, "http_500": 1, "connection": 1, "malformed": 1,
                                     "no_choice": 1, "timeout": 1}
     assert client.usage.http_requests == 7 and client.usage.failures == {}
+
+
+def test_json_that_is_not_a_chat_completion_is_retried_as_malformed(server):
+    # 200 replies whose JSON is a list, a string, null, an object without choices, or a choice
+    # whose message is not an object: each is retried (never an exception out of the batch)
+    faults = list(NOT_COMPLETIONS)
+    server.faults.extend(faults)
+    client = _client(server, concurrency=1, max_retries=len(faults))
+    (body,) = _bodies(client, 1)
+    (reply,) = client.complete_many([body])
+    assert reply.error is None and reply.text == canned_reply(body["messages"])
+    assert [r.outcome for r in server.records] == faults + ["ok"]
+    assert client.usage.retries == {"malformed": len(faults)} and client.usage.failures == {}
+
+
+@pytest.mark.parametrize("fault", sorted(NOT_COMPLETIONS))
+def test_a_reply_that_stays_not_a_chat_completion_is_a_counted_failure(server, fault, caplog):
+    client = _client(server, concurrency=2, max_retries=1)
+    bodies = _bodies(client, 3)
+    bad = bodies[1]["messages"]
+    server.fault_for = lambda messages, seen: fault if messages == bad else None
+    with caplog.at_level(logging.WARNING, logger="longalign"):
+        out = client.complete_many(bodies)
+    assert [r.error for r in out] == [None, "malformed", None]
+    assert out[1].text == "" and out[0].text == canned_reply(bodies[0]["messages"])
+    assert server.keys(None).count(body_key(bad)) == 2  # the first try and one retry
+    assert client.usage.failures == {"malformed": 1} and client.usage.retries == {"malformed": 1}
+    assert "teacher request given up (malformed) after 2 attempt(s)" in caplog.text
+    with pytest.raises(EndpointFailed, match=r"failed 1 of 3 requests after retries \(malformed 1\)"):
+        check_failures(client.usage, client.config, role="teacher", host=client.host, what="generation.api")
 
 
 def test_retry_after_is_honoured(server):
