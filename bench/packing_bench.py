@@ -160,7 +160,7 @@ def throughput(chats: Path, out: Path, model: str, max_len: int) -> None:
     for path in sorted(chats.glob("samples-*.parquet")):
         for messages in pq.read_table(path).column("messages").to_pylist():
             texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
-    backend = encoder._backend
+    backend = encoder.backend
     start = time.perf_counter()
     raw_tokens, i = 0, 0
     while i < len(texts):

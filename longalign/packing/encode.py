@@ -112,21 +112,53 @@ class ChatEncoder:
         if truncation not in ("drop", "middle") or label_turns not in ("all", "last"):
             raise UserError(f"bad truncation {truncation!r} or label_turns {label_turns!r}")
         self.tokenizer = tokenizer
-        # A private copy of the Rust tokenizer without truncation or padding: calling it directly
-        # skips transformers' per-token Python conversion (about 20% of the tokenising time).
-        from tokenizers import Tokenizer
-
-        self._backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        self._backend.no_truncation()
-        self._backend.no_padding()
+        self._private: Any = None  # a copy of the Rust tokenizer, made only when needed
         self.max_len = max_len
         self.truncation = truncation
         self.label_turns = label_turns
 
-    def _render(self, messages: list[dict], generation: bool = False) -> str:
+    @property
+    def backend(self) -> Any:
+        """The Rust tokenizer that encodes the rendered chats. Calling it directly skips
+        transformers' per-token Python conversion (about 20% of the tokenising time). It is the
+        tokenizer's own while that has no truncation or padding set (the usual case; checked at
+        every use, since calls through transformers set them), else a private copy without them
+        (copying costs about 0.1 s, which a run that does not need it does not pay)."""
+        own = self.tokenizer.backend_tokenizer
+        if own.truncation is None and own.padding is None:
+            return own
+        if self._private is None:
+            from tokenizers import Tokenizer
+
+            self._private = Tokenizer.from_str(own.to_str())
+            self._private.no_truncation()
+            self._private.no_padding()
+        return self._private
+
+    def _render(self, messages: list[dict], generation: bool = False,
+                prefixes: list[int] | None = None) -> Any:
+        """The rendering of ``messages``, or with ``prefixes`` the list of the renderings of
+        ``messages[:k]`` for each ``k`` (one batched call)."""
+        chats = messages if prefixes is None else [messages[:k] for k in prefixes]
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation,
+            chats, tokenize=False, add_generation_prompt=generation,
             chat_template=self.template)
+
+    def _prerender(self, messages: list[dict], turns: list[int]) -> dict[tuple[int, bool], str]:
+        """Every rendering ``_prepare`` needs, ``{(k, generation): text of messages[:k]}``, in
+        two batched calls (one per value of the generation prompt) instead of one call each:
+        the whole chat, each labelled turn's prefix with and without its answer, and the prefix
+        before the last turn (the last turn's "with answer" prefix is the whole chat). Empty
+        when the template raises: ``_prepare`` then renders one prefix at a time, so the first
+        failure is the one reported."""
+        plain = sorted({len(messages), turns[-1], *(i + 1 for i in turns)})
+        try:
+            texts = self._render(messages, prefixes=plain)
+            heads = self._render(messages, generation=True, prefixes=turns)
+        except Exception:  # reported by the one-at-a-time renders
+            return {}
+        return {**{(k, False): t for k, t in zip(plain, texts)},
+                **{(k, True): t for k, t in zip(turns, heads)}}
 
     def _prepare_llama(self, sample_id: str, messages: list[dict]) -> _Prepared | Skipped:
         try:
@@ -159,17 +191,24 @@ class ChatEncoder:
             turns = turns[-1:]
         if turns[0] == 0:  # no prefix to render before it (transformers refuses an empty chat)
             return Skipped(sample_id, "assistant_first", "the chat starts with an assistant message")
+        rendered = self._prerender(messages, turns)
+
+        def render(k: int, generation: bool = False) -> str:  # messages[:k], rendered once
+            if (k, generation) not in rendered:
+                rendered[k, generation] = self._render(messages[:k], generation)
+            return rendered[k, generation]
+
         try:
-            text = self._render(messages)
+            text = render(len(messages))
             spans = []
             for i in turns:
-                head = self._render(messages[:i], generation=True)
-                upto = self._render(messages[: i + 1])
+                head = render(i, generation=True)
+                upto = render(i + 1)
                 if not (upto.startswith(head) and text.startswith(upto)):
                     return Skipped(sample_id, "template_mismatch",
                                    f"rendering of messages[:{i + 1}] is not a prefix of the chat")
                 spans.append((len(head), len(upto.rstrip())))
-            last_header = len(self._render(messages[: turns[-1]]))
+            last_header = len(render(turns[-1]))
         except Exception as exc:  # jinja raises on conversations a template refuses
             return Skipped(sample_id, "template_error", f"{type(exc).__name__}: {exc}"[:200])
         return _Prepared(sample_id, text, spans, last_header)
@@ -193,7 +232,7 @@ class ChatEncoder:
             running: tuple[list, Future] | None = None
             for chunk in self._chunks(records, chunk_chars):
                 texts = [p.text for p in chunk if isinstance(p, _Prepared)]
-                future = pool.submit(self._backend.encode_batch, texts, add_special_tokens=False)
+                future = pool.submit(self.backend.encode_batch, texts, add_special_tokens=False)
                 if running is not None:
                     yield from self._finish_chunk(*running)
                 running = (chunk, future)

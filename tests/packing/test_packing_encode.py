@@ -56,6 +56,20 @@ def test_ids_match_the_chat_template_and_labels_cover_assistant_turns(tokenizer)
     assert enc.truncated is False  # a bool (stored as such in the Arrow column)
 
 
+def test_truncation_or_padding_set_on_the_tokenizer_does_not_cut_samples(tiny_model):
+    # The encoder calls the Rust tokenizer directly; a truncation or padding left on it by an
+    # earlier call through transformers must not shorten or pad the samples.
+    own = load_tokenizer(tiny_model)
+    expected = own.apply_chat_template(TWO_TURNS, tokenize=True)["input_ids"]
+    encoder = ChatEncoder(own, 4096)
+    assert encoder.backend is own.backend_tokenizer  # nothing set: no copy is made
+    own.backend_tokenizer.enable_truncation(max_length=5)
+    own.backend_tokenizer.enable_padding(length=200)
+    enc = encoder.encode_batch(["x"], [TWO_TURNS])[0]
+    assert isinstance(enc, Encoded) and enc.input_ids.tolist() == expected
+    assert own.backend_tokenizer.truncation["max_length"] == 5  # the tokenizer's own is untouched
+
+
 def test_non_ascii_text_keeps_character_offsets(tokenizer):
     messages = chat(("user", "Où est le café ☕? 東京の天気は？ 🙂" * 3), ("assistant", "À Paris, ☕ 東京 🙂!"))
     enc = encode_one(tokenizer, messages)
@@ -124,6 +138,21 @@ def test_template_that_raises_is_a_counted_skip(tokenizer):
                          "{{ raise_exception('no system') }}{% endif %}{{ m['content'] }}{% endfor %}")
     out = encode_one(tok, chat(("system", "s"), ("user", "u"), ("assistant", "a")))
     assert isinstance(out, Skipped) and out.reason == "template_error"
+
+
+def test_the_first_failure_in_render_order_is_the_reported_reason(tokenizer):
+    # The renderings are made in batched calls; when one raises, the reason is still the first
+    # failure in the order of the checks: here the first turn is not prefix-stable (messages in
+    # reverse) before the second turn's generation prompt raises.
+    tok = load_tokenizer("embedded:tiny")
+    tok.chat_template = ("{% if add_generation_prompt and messages|length > 2 %}"
+                         "{{ raise_exception('refused') }}{% endif %}"
+                         "{% for m in messages|reverse %}{{ m['content'] }}{% endfor %}")
+    out = encode_one(tok, TWO_TURNS)
+    assert isinstance(out, Skipped) and out.reason == "template_mismatch"
+    tok.chat_template = tok.chat_template.replace("|reverse", "")  # now only the raise is left
+    out = encode_one(tok, TWO_TURNS)
+    assert isinstance(out, Skipped) and out.reason == "template_error" and "refused" in out.detail
 
 
 def test_encoder_needs_a_chat_template():
