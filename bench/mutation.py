@@ -47,35 +47,75 @@ class Group:
     tests: tuple[str, ...]
     functions: tuple[str, ...] = ()  # mutant name globs (module.function); empty: every function
     extra: tuple[str, ...] = field(default=())  # further files the tests read (copied along)
+    # Python lines run once in mutmut's fork server (through the scratch copy's tests/conftest.py),
+    # so that every mutant's forked test run starts with these imports and disk caches warm
+    # instead of paying for them again (transformers alone takes about 3 s to import).
+    preload: tuple[str, ...] = field(default=())
 
+
+_TOKENIZER = ("import transformers", "from longalign.models import load_tokenizer",
+              "load_tokenizer('embedded:tiny')")
+_MODEL = ("import transformers", "import transformers.models.llama.modeling_llama")
 
 GROUPS = (
     Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py"),
           ("tests/packing/test_packing_plan.py", "tests/packing/test_packing_encode.py",
-           "tests/packing/test_packing_properties.py")),
+           "tests/packing/test_packing_properties.py"),
+          preload=_TOKENIZER),
     Group("loss", "training loss (LongAlign's weighted packed loss)", ("longalign/training/loss.py",),
-          ("tests/training/test_training_loss.py",)),
+          ("tests/training/test_training_loss.py",), preload=_MODEL),
     Group("schedule-attention", "learning-rate schedule and packed attention",
           ("longalign/training/schedule.py", "longalign/training/attention.py"),
-          ("tests/training/test_training_schedule.py", "tests/training/test_training_attention.py")),
+          ("tests/training/test_training_schedule.py", "tests/training/test_training_attention.py"),
+          preload=_MODEL),
     Group("io", "atomic outputs and file helpers", ("longalign/io.py",), ("tests/test_io.py",)),
     Group("endpoints", "endpoint client: retry, journal, redaction, failure rule",
           ("longalign/endpoints/client.py", "longalign/endpoints/retry.py", "longalign/endpoints/journal.py",
            "longalign/endpoints/failures.py"),
           ("tests/endpoints/test_endpoints_client.py", "tests/endpoints/test_endpoints_retry.py",
-           "tests/endpoints/test_endpoints_journal.py", "tests/endpoints/test_endpoints_failures.py")),
+           "tests/endpoints/test_endpoints_journal.py", "tests/endpoints/test_endpoints_failures.py"),
+          preload=("import openai",)),
     Group("judge", "LongBench-Chat judge: rating parse and means", ("longalign/scoring/judge.py",),
-          ("tests/scoring/test_scoring_longbench.py",)),
+          ("tests/scoring/test_scoring_longbench.py",), preload=("import openai",) + _TOKENIZER),
     Group("dedup", "sourcing: exact and near-duplicate removal",
           ("longalign/sourcing/neardup.py", "longalign/sourcing/stage.py"),
-          ("tests/sourcing/test_sourcing_filters.py", "tests/sourcing/test_sourcing_stage.py"),
-          functions=("longalign.sourcing.neardup.*", "longalign.sourcing.stage.xǁ_Runǁ_new_digest__mutmut_*")),
+          # the tests that check exact and near-duplicate removal (the other sourcing tests run the
+          # same code only on the way to checking something else, at several seconds each)
+          ("tests/sourcing/test_sourcing_filters.py::test_word_hashes_are_case_insensitive_and_split_on_punctuation",
+           "tests/sourcing/test_sourcing_filters.py::test_minhash_lsh_finds_edited_copies_only",
+           "tests/sourcing/test_sourcing_filters.py::test_stage_counts_quality_and_near_duplicate_rejections",
+           "tests/sourcing/test_sourcing_stage.py::test_bad_inputs_are_counted_and_the_run_continues"),
+          functions=("longalign.sourcing.neardup.*", "longalign.sourcing.stage.xǁ_Runǁ_new_digest__mutmut_*"),
+          preload=("import pyarrow.parquet",) + _TOKENIZER),
     Group("launcher", "training launcher: job status and what a job is doing",
           ("longalign/training/launcher/jobs.py", "longalign/training/launcher/watch.py"),
           ("tests/training/test_training_launcher_watch.py", "tests/training/test_training_launcher_api.py"),
           functions=("longalign.training.launcher.jobs.x_job_status__mutmut_*",
-                     "longalign.training.launcher.watch.*")),
+                     "longalign.training.launcher.watch.*"),
+          preload=("import kubernetes.client",)),
 )
+
+
+# Appended to the scratch copy's tests/conftest.py: a mutant's tests run fastest first (by the
+# times mutmut measured in its clean run), so that the first failing test (mutmut runs pytest -x)
+# comes as early as it can; the suite's own ordering hook runs before.
+FAST_FIRST = """
+
+# added by bench/mutation.py: a mutant's tests run fastest first
+def _fast_first(items, _before=pytest_collection_modifyitems):
+    import json as _json
+
+    _before(items)
+    try:
+        with open("mutmut-stats.json", encoding="utf-8") as _f:
+            _took = _json.load(_f)["duration_by_test"]
+    except (OSError, ValueError, KeyError):
+        return
+    items.sort(key=lambda item: _took.get(item.nodeid, 0.0))
+
+
+pytest_collection_modifyitems = _fast_first
+"""
 
 
 def _toml_list(items) -> str:
@@ -92,6 +132,11 @@ def prepare(group: Group) -> Path:
     shutil.copytree(ROOT / "longalign", work / "longalign", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     shutil.copy2(ROOT / "setup.cfg", work / "setup.cfg")  # the pytest settings
+    with open(work / "tests" / "conftest.py", "a", encoding="utf-8") as conftest:
+        conftest.write(FAST_FIRST)
+        if group.preload:
+            conftest.write("\n\n# added by bench/mutation.py: warm imports and caches once in mutmut's fork server\n"
+                           + "".join(f"{line}\n" for line in group.preload))
     for extra in group.extra:
         target = work / extra
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +147,12 @@ def prepare(group: Group) -> Path:
         f"only_mutate = {_toml_list(group.sources)}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}\n"
         'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider"]\n'
+        # a mutant whose tests run over (their measured time + 5 s) x 8 of wall time counts as a
+        # timeout (killed). Not tighter: on a shared machine a niced run can be slowed a lot, and a
+        # timeout is counted as a kill. Tests that wait on a loop have deadlines of their own
+        # (kube_fake.make: 10 s) so a mutant that breaks the loop fails them well before this.
+        "timeout_multiplier = 8.0\n"
+        "timeout_constant = 5.0\n"
         "use_git_change_detection = false\n")
     return work
 
@@ -135,6 +186,7 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.monotonic()
+    cpu_before = _children_cpu()
     args = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *group.functions]
     stopped = False
     with open(work / "mutmut-run.log", "w") as out:
@@ -155,6 +207,7 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
                 except subprocess.TimeoutExpired:
                     continue
     seconds = time.monotonic() - start
+    cpu_seconds = _children_cpu() - cpu_before  # mutmut and every test process it forked
     statuses = {n: s for n, s in results(work, env).items() if selected(group, n)}
     counts: dict[str, int] = {}
     for status in statuses.values():
@@ -164,14 +217,14 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     row = {"group": group.name, "what": group.what, "modules": list(group.sources), "tests": list(group.tests),
            "mutants": len(statuses), "killed": killed, "survived": survived, "counts": counts,
            "score": round(killed / (killed + survived), 4) if killed + survived else None,
-           "seconds": round(seconds), "exit_code": proc.returncode, "stopped_at_minutes": minutes if stopped else None,
+           "seconds": round(seconds), "cpu_seconds": round(cpu_seconds), "exit_code": proc.returncode, "stopped_at_minutes": minutes if stopped else None,
            "survivors": {n: diff_of(work, env, n) for n, s in sorted(statuses.items()) if s == "survived"},
            "other": {n: s for n, s in sorted(statuses.items()) if s not in KILLED + ("survived", "not checked")}}
     if not stopped and (proc.returncode != 0 or not statuses):
         row["error"] = f"mutmut exited {proc.returncode}; see .mutation/{group.name}/mutmut-run.log"
     score = "-" if row["score"] is None else f"{row['score']:.1%}"
     log(f"{group.name}: {row['mutants']} mutants, {killed} killed, {survived} survived, score {score} "
-        f"in {row['seconds']} s" + (f" (stopped at the {minutes} min budget)" if stopped else "")
+        f"in {row['seconds']} s ({row['cpu_seconds']} CPU s)" + (f" (stopped at the {minutes} min budget)" if stopped else "")
         + (f" ({row['error']})" if "error" in row else ""))
     for name, diff in row["survivors"].items():
         log(f"  survived: {name}\n" + "\n".join("    " + ln for ln in diff.splitlines()))
@@ -182,6 +235,15 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     for (status, function), n in sorted(other.items()):
         log(f"  {status}: {function} ({n} mutants)")
     return row
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every finished child process and its descendants: the
+    machine-independent cost of a group, whatever else the machine was running meanwhile."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _commit() -> str:
@@ -202,8 +264,11 @@ def write_report(rows: list[dict], path: Path, jobs: int) -> None:
              "Written by `make mutation` (bench/mutation.py, mutmut). Score = killed / (killed + survived)",
              "over the mutants of the listed modules, each run only against the tests named for its group.",
              "Survivors and why each one is acceptable: docs/testing.md.", "",
-             "| group | modules | mutants | killed | survived | other | score | seconds | commit | date |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Seconds: wall time of the group (mutant generation, mutmut's traced and clean runs of the",
+             "tests, then every mutant); CPU seconds: the CPU time of mutmut and all its test processes,",
+             "which does not depend on what else the machine ran meanwhile.", "",
+             "| group | modules | mutants | killed | survived | other | score | seconds | CPU seconds | commit | date |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         other = sum(v for k, v in r["counts"].items() if k not in KILLED + ("survived",))
         score = "-" if r["score"] is None else f"{r['score']:.1%}"
@@ -211,12 +276,16 @@ def write_report(rows: list[dict], path: Path, jobs: int) -> None:
         if r.get("stopped_at_minutes"):
             score += f" (partial: {r['counts'].get('not checked', 0)} not checked)"
         lines.append(f"| {r['group']} | {modules} | {r['mutants']} | {r['killed']} | {r['survived']} | {other} | "
-                     f"{score} | {r['seconds']} | {r['commit']} | {r['date']} |")
+                     f"{score} | {r['seconds']} | {r.get('cpu_seconds', '-')} | {r['commit']} | {r['date']} |")
     killed = sum(r["killed"] for r in rows)
     survived = sum(r["survived"] for r in rows)
     if killed + survived:
         lines += ["", f"Overall: {killed} killed, {survived} survived, score {killed / (killed + survived):.1%} "
                       f"({len(rows)} of {len(GROUPS)} groups; {jobs} test process(es) at once)."]
+    if all("cpu_seconds" in r for r in rows):
+        wall, cpu = sum(r["seconds"] for r in rows), sum(r["cpu_seconds"] for r in rows)
+        lines += ["", f"Time: {wall / 60:.1f} min wall, {cpu / 60:.1f} CPU min, "
+                      f"{sum(r['mutants'] for r in rows) / max(cpu / 60, 1e-9):.1f} mutants per CPU minute."]
     missing = [g.name for g in GROUPS if g.name not in {r["group"] for r in rows}]
     if missing:
         lines += ["", f"Not measured yet: {', '.join(missing)}."]

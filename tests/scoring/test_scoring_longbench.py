@@ -279,7 +279,7 @@ def test_judge_rejecting_the_key_is_a_user_error(tmp_path, shared_lbc, fake_open
     import threading
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         write_cases(tmp_path / "data", [1], shared_lbc)
         config = judge_config(fake_openai, tmp_path)

@@ -37,7 +37,8 @@ class FakeKube:
     def __init__(self):
         self.objects = {}  # path -> object
         self.scripts = {}  # name -> list of statuses, one per GET (the last one stays)
-        self.pods = []  # dicts: name, labels, phase, container, log, after (GETs of the job)
+        self.pods = []  # dicts: name, labels, phase, container, log, after (GETs of the job),
+        # waiting / init_waiting: (reason, message) of a waiting container / init container
         self.requests = []
         self.gets = {}
         self.create_status = None  # force an HTTP error on create
@@ -161,11 +162,12 @@ class FakeKube:
     @staticmethod
     def pod_object(p, namespace):
         status = {"phase": p["phase"]}
-        if p.get("waiting"):
-            reason, message = p["waiting"]
-            status["containerStatuses"] = [{
-                "name": p["container"], "ready": False, "restartCount": 0, "image": "img",
-                "imageID": "", "state": {"waiting": {"reason": reason, "message": message}}}]
+        for key, field in (("waiting", "containerStatuses"), ("init_waiting", "initContainerStatuses")):
+            if p.get(key):  # a container (or init container) waiting for a reason
+                reason, message = p[key]
+                status[field] = [{
+                    "name": p["container"] if key == "waiting" else "init", "ready": False, "restartCount": 0,
+                    "image": "img", "imageID": "", "state": {"waiting": {"reason": reason, "message": message}}}]
         return {"metadata": {"name": p["name"], "namespace": namespace, "labels": p["labels"],
                              "creationTimestamp": "2026-12-01T12:00:01Z"}, "status": status}
 
@@ -193,8 +195,10 @@ class FakeKube:
 
 
 def make(kind="trainjob", **extra):
+    # 10 s: a correct launcher ends these scripted jobs in well under a second; a broken one
+    # fails its test at this deadline instead of hanging (mutation testing runs many such)
     cfg = parse_launcher_config({"kind": kind, "namespace": NS, "poll_seconds": 0.05,
-                                 "timeout_seconds": 30, **extra})
+                                 "timeout_seconds": 10, **extra})
     name = job_name("run-7", cfg.name_prefix)
     m = build_manifest(cfg, name=name, namespace=NS, run_id="run-7", image="img:1",
                        training=TrainingConfig().model_dump(mode="json"), base_model="embedded:tiny")

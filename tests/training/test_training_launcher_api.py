@@ -140,7 +140,7 @@ def test_forbidden_create_points_at_rbac(kube):
 
 def test_sigterm_deletes_the_job_and_restores_the_handler(kube):
     fake, api = kube
-    cfg, name, m = make(poll_seconds=0.05, timeout_seconds=120)
+    cfg, name, m = make(poll_seconds=0.05)
     fake.scripts[name] = [{"conditions": [{"type": "Created", "status": "True"}]}]
     before = signal.getsignal(signal.SIGTERM)
 
@@ -273,7 +273,7 @@ def test_api_blips_while_waiting_are_retried_but_a_vanished_job_is_an_error(kube
     assert KubeJobs(cfg, api, NS, lines.append).run(m).state == "succeeded"
     assert sum("retrying" in line for line in lines) == 3
 
-    cfg, name, m = make(timeout_seconds=60)
+    cfg, name, m = make()
     fake.objects.clear()
     fake.scripts[name] = [None]
     fake.fail_gets[name] = [404]  # deleted by someone else
