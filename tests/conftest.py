@@ -35,6 +35,20 @@ def tiny_model() -> str:
 
 
 @pytest.fixture
+def cpu_has(monkeypatch):
+    """``cpu_has(amx_bf16=True, ...)``: the CPU features torch reports (longalign/precision.py)."""
+    import torch
+
+    from longalign.precision import OFF_ENV
+
+    monkeypatch.delenv(OFF_ENV, raising=False)
+
+    def set_features(**features):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(features))
+    return set_features
+
+
+@pytest.fixture
 def server():
     """A fake OpenAI-compatible server on 127.0.0.1 (fake_openai_server.py)."""
     from fake_openai_server import FakeOpenAI

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from longalign.config.base import (DATA_MOUNT, PVC_NAME, deep_merge, parse_value, read_yaml, set_key,
                                    validate)
-from longalign.config.base import MAX_TOKENS
+from longalign.config.base import CPU_BF16, MAX_TOKENS
 from longalign.config.base import Section as _Section
 from longalign.config.endpoints import EndpointConfig, TeacherAPIConfig
 from longalign.config.launcher import LauncherConfig
@@ -106,6 +106,7 @@ class GenerationConfig(_Section):
         "max_new_tokens) reaches the teacher whole; only longer ones are middle-truncated and counted. "
         "The local teacher is further capped by its model's positions."))
     max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="tokens the teacher may generate per reply")
+    cpu_bf16: bool = Field(False, description=CPU_BF16.format(what="the local teacher's weights in bf16"))
     api: TeacherAPIConfig = Field(TeacherAPIConfig(), description="the teacher endpoint (teacher=openai)")
     prompts_dir: str | None = Field(
         None, description="folder of prompt templates overriding the built-in ones")
@@ -217,6 +218,7 @@ class ScoringConfig(_Section):
     recall_samples: int = Field(4, ge=1, description="recall cases per task")
     max_new_tokens: int = Field(32, ge=1, le=MAX_TOKENS, description="answer tokens per case")
     compare_base: bool = Field(True, description="also score the base model, for the comparison")
+    cpu_bf16: bool = Field(False, description=CPU_BF16.format(what="local models' weights in bf16"))
     seed: int = Field(0, description="seed of needles, depths and recall cases")
     endpoint: EndpointConfig | None = Field(
         None, description="answer with this served model instead of loading it")

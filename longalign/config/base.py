@@ -22,6 +22,11 @@ PVC_NAME = "longalign-data"
 # before anything is sized from these values, so a typo cannot allocate memory by the gigabyte.
 MAX_TOKENS = 2 ** 21
 
+# Description of every stage's ``cpu_bf16`` (longalign/precision.py).
+CPU_BF16 = ("On a CPU, {what} where the CPU computes bf16 natively (AMX or AVX512-BF16: several "
+            "times faster than fp32); fp32 on other CPUs, with a log line. "
+            "LONGALIGN_CPU_BF16=0 turns it off.")
+
 
 class Section(BaseModel):
     """Base of every config section."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from longalign.config.base import MAX_TOKENS
+from longalign.config.base import CPU_BF16, MAX_TOKENS
 from longalign.config.base import Section as _Section
 
 
@@ -72,7 +72,9 @@ class TrainingConfig(_Section):
         "ddp", description="ddp (also one process), deepspeed (see deepspeed_config) or fsdp2")
     deepspeed_config: str = Field(
         "zero3", description="zero2, zero3, zero3-offload or a DeepSpeed JSON file (distributed=deepspeed)")
-    bf16: bool = Field(True, description="bf16 mixed precision, on GPU only (CPU trains in fp32)")
+    bf16: bool = Field(True, description="bf16 mixed precision on GPU (a CPU follows cpu_bf16)")
+    cpu_bf16: bool = Field(False, description=CPU_BF16.format(
+        what="bf16 autocast with fp32 weights and optimizer (distributed=ddp)"))
     checkpoint_dir: str | None = Field(
         None, description="where checkpoints go, a shared volume with several nodes (null: "
         "<output>.checkpoints, a sibling of the output)")

@@ -151,7 +151,8 @@ def generate(config: GenerationConfig, corpus: str | os.PathLike, output: str | 
     if config.teacher in TEACHERS:
         teacher_docs = documents[: config.teacher_documents] if config.teacher_documents is not None else documents
         if teacher_docs:
-            teacher = make_teacher(config.teacher, config.teacher_model, config.api)
+            teacher = make_teacher(config.teacher, config.teacher_model, config.api,
+                                   cpu_bf16=config.cpu_bf16)
             samples, teacher_facts = _teacher_samples(config, teacher, teacher_docs, prompts, tally)
     else:
         per_document = max(1, per_document)

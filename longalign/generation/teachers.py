@@ -30,19 +30,23 @@ def middle_truncate_offsets(text: str, offsets: Sequence[tuple[int, int]], max_t
 class LocalTeacher:
     """A transformers causal LM, greedy decoding, batched with left padding."""
 
-    def __init__(self, spec: str, *, batch_size: int = 8, batch_tokens: int = 16384):
+    def __init__(self, spec: str, *, batch_size: int = 8, batch_tokens: int = 16384,
+                 cpu_bf16: bool = False):
         import torch
 
         from longalign.models import load_model, load_tokenizer
+        from longalign.precision import use_cpu_bf16
 
         start = time.monotonic()
         self.name = f"local:{spec}"
-        self.fingerprint = f"{self.name}|greedy"
+        # bf16 weights where the CPU computes bf16 natively (replies differ from fp32 ones: another key)
+        self.bf16 = not torch.cuda.is_available() and use_cpu_bf16(cpu_bf16, "teacher") is not None
+        self.fingerprint = f"{self.name}|greedy" + ("|bf16" if self.bf16 else "")
         self.tokenizer = load_tokenizer(spec)
         self.tokenizer.padding_side = "left"
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"teacher model {spec!r} has no chat template; use an instruct model")
-        self.model = load_model(spec)
+        self.model = load_model(spec, dtype=torch.bfloat16 if self.bf16 else None)
         self.model.eval()
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
@@ -123,10 +127,10 @@ def window_of(teacher, configured: int) -> tuple[int, str]:
     return teacher.window(configured) if hasattr(teacher, "window") else (configured, "config")
 
 
-def make_teacher(kind: str, model: str, api=None) -> Teacher:
+def make_teacher(kind: str, model: str, api=None, *, cpu_bf16: bool = False) -> Teacher:
     """The teacher for ``config.teacher`` (``local`` or ``openai``); ``synthetic`` needs none."""
     if kind == "local":
-        return LocalTeacher(model)
+        return LocalTeacher(model, cpu_bf16=cpu_bf16)
     if kind == "openai":
         from longalign.generation.openai_teacher import OpenAITeacher
 

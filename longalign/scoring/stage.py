@@ -31,6 +31,7 @@ from longalign.scoring.ruler_needle import needle_cases as ruler_needle_cases
 from longalign.scoring.remote import OpenAIAnswerer
 from longalign.scoring.verdict import references, verdict
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
+from longalign.precision import use_cpu_bf16
 from longalign.secrets import read_api_key
 
 log = logging.getLogger("longalign")
@@ -155,7 +156,11 @@ def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answer
         log.info("answering with %s at %s", endpoint.model, endpoint.base_url)
         return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens, context=_model_context(spec),
                               what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
-    return TransformersAnswerer(load_model(spec), tokenizer, config.max_new_tokens)
+    import torch
+
+    bf16 = not torch.cuda.is_available() and use_cpu_bf16(config.cpu_bf16, f"scoring {label}") is not None
+    return TransformersAnswerer(load_model(spec, dtype=torch.bfloat16 if bf16 else None), tokenizer,
+                                config.max_new_tokens)
 
 
 def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,
@@ -168,6 +173,9 @@ def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     answerer = _answerer(config, label, spec, tokenizer)
     result = score_answerer(config, spec, tokenizer, answerer, source, bench=bench, judge=judge)
     result["seconds"] = round(time.monotonic() - start, 2)
+    model = getattr(answerer, "model", None)
+    if model is not None:  # a local model: the dtype it answered in (cpu_bf16)
+        result["dtype"] = str(model.dtype).removeprefix("torch.")
     client = getattr(answerer, "endpoint", None)
     if client is not None:  # answers that failed after retries count as wrong; too many fail the run
         result["answer_failures"] = _failures(client)

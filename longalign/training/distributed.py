@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ import torch
 
 from longalign.config import TrainingConfig
 from longalign.errors import UserError
+from longalign.precision import use_cpu_bf16
+
+log = logging.getLogger("longalign")
 
 _COMMON: dict[str, Any] = {
     # The loop accumulates itself and tells DeepSpeed where a step ends, so DeepSpeed must
@@ -91,6 +95,11 @@ def make_accelerator(seed: int, config: TrainingConfig | None = None) -> Any:
     config = config or TrainingConfig()
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda and config.bf16 else "no"
+    if not cuda and config.cpu_bf16:
+        if config.distributed != "ddp":
+            log.info("training: fp32 (cpu_bf16 applies to distributed=ddp only)")
+        elif use_cpu_bf16(True, "training") is not None:
+            precision = "bf16"  # accelerate wraps the forward in CPU autocast; weights stay fp32
     kwargs: dict[str, Any] = {"mixed_precision": precision}
     if config.distributed == "deepspeed":
         try:

@@ -107,7 +107,7 @@ def train(config: TrainingConfig, model: str, packed: str | os.PathLike,
             "rank_balance": config.rank_balance, **rope_summary(net.config),
             "chat_template": data.meta.get("chat_template_name"),
             "distributed": config.distributed, "zero_stage": zero_stage(accelerator),
-            "cross_entropy": config.cross_entropy,
+            "cross_entropy": config.cross_entropy, "mixed_precision": accelerator.mixed_precision,
             "attn_implementation": attn, "micro_batches": len(data.batches), "rows": data.rows,
             "samples": data.samples, "samples_without_targets": data.samples_without_targets,
             "data_tasks": data.meta.get("data_tasks"),  # task formats of the data, for scoring

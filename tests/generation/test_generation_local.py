@@ -99,3 +99,15 @@ def test_the_local_teacher_keeps_its_own_smaller_window(tiny):
     assert positions and positions < 131072
     assert tiny.window(131072) == (positions, "model positions")  # the config default is cut to the model
     assert tiny.window(positions // 2) == (positions // 2, "config")
+
+
+@pytest.mark.parametrize("native, dtype, key", [(True, "bfloat16", "|bf16"), (False, "float32", "")])
+def test_cpu_bf16_teacher_runs_bf16_only_on_a_native_cpu_and_keys_its_replies_apart(cpu_has, native,
+                                                                                     dtype, key):
+    cpu_has(amx_bf16=native)
+    teacher = LocalTeacher("embedded:tiny", cpu_bf16=True)
+    assert str(teacher.model.dtype) == f"torch.{dtype}"
+    # bf16 replies differ from fp32 ones: the request journal must not hand one for the other
+    assert teacher.fingerprint == "local:embedded:tiny|greedy" + key
+    [reply] = teacher.complete([[{"role": "user", "content": "Say something."}]], max_new_tokens=4)
+    assert reply.completion_tokens >= 1

@@ -113,3 +113,17 @@ def test_sampled_answers_are_seeded(tiny):
     other = greedy.with_generation(12, 1.0, seed=6).answer(prompts)
     assert other != first  # a random tiny model's samples differ between seeds
     assert first != greedy.with_budget(12).answer(prompts)  # and differ from greedy decoding
+
+
+@pytest.mark.parametrize("native, dtype", [(True, "bfloat16"), (False, "float32")])
+def test_cpu_bf16_answerer_loads_bf16_weights_only_on_a_native_cpu(cpu_has, native, dtype):
+    from longalign.config import ScoringConfig
+    from longalign.models import load_tokenizer
+    from longalign.scoring.stage import _answerer
+
+    cpu_has(avx512_bf16=native)
+    tokenizer = load_tokenizer("embedded:tiny")
+    answerer = _answerer(ScoringConfig(cpu_bf16=True), "model", "embedded:tiny", tokenizer)
+    assert str(answerer.model.dtype) == f"torch.{dtype}"
+    [answer] = answerer.answer([[{"role": "user", "content": "Say something."}]])
+    assert isinstance(answer, str)

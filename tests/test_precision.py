@@ -1,0 +1,107 @@
+"""cpu_bf16: bf16 only where the CPU computes it natively, and a bf16 step close to the fp32 one."""
+
+import logging
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from longalign import precision
+from longalign.config import GenerationConfig, ScoringConfig, TrainingConfig
+
+
+def tiny_llama(seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, max_position_embeddings=128))
+
+
+@pytest.mark.parametrize("features, expected", [
+    ({"amx_bf16": True, "avx512_bf16": True}, "amx_bf16"),
+    ({"amx_bf16": False, "avx512_bf16": True}, "avx512_bf16"),
+    ({"avx2": True, "avx512_f": True}, None),
+    ({}, None),
+])
+def test_native_bf16_is_read_from_the_cpu_features(cpu_has, features, expected):
+    cpu_has(**features)
+    assert precision.native_cpu_bf16() == expected
+
+
+def test_asked_for_on_a_cpu_without_it_stays_fp32_and_says_so(cpu_has, caplog, monkeypatch):
+    monkeypatch.delenv(precision.OFF_ENV, raising=False)
+    cpu_has(avx2=True)
+    with caplog.at_level(logging.INFO, logger="longalign"):
+        assert precision.use_cpu_bf16(True, "training") is None
+    assert "training: fp32" in caplog.text and "amx_bf16" in caplog.text
+
+
+def test_not_asked_for_or_turned_off_by_the_environment(cpu_has, monkeypatch):
+    cpu_has(amx_bf16=True)
+    monkeypatch.delenv(precision.OFF_ENV, raising=False)
+    assert precision.use_cpu_bf16(False, "x") is None
+    assert precision.use_cpu_bf16(True, "x") == "amx_bf16"
+    monkeypatch.setenv(precision.OFF_ENV, "0")
+    assert precision.use_cpu_bf16(True, "x") is None
+
+
+def test_every_stage_with_a_local_model_has_the_option_off_by_default():
+    assert not TrainingConfig().cpu_bf16
+    assert not GenerationConfig().cpu_bf16
+    assert not ScoringConfig().cpu_bf16
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps one process-wide state; each precision needs its own."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def _one_step_loss(cpu_bf16: bool) -> tuple[str, float, torch.Tensor]:
+    from accelerate.state import AcceleratorState
+
+    from longalign.training.distributed import make_accelerator
+
+    AcceleratorState._reset_state(True)
+    model = tiny_llama(3)
+    accelerator = make_accelerator(0, TrainingConfig(cpu_bf16=cpu_bf16))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ids = torch.randint(0, 97, (2, 48), generator=torch.Generator().manual_seed(1))
+    out = model(input_ids=ids, labels=ids)
+    accelerator.backward(out.loss)
+    optimizer.step()
+    weight = accelerator.unwrap_model(model).get_input_embeddings().weight
+    return accelerator.mixed_precision, float(out.loss.detach()), weight.detach().clone()
+
+
+def test_a_bf16_step_keeps_fp32_weights_and_tracks_the_fp32_step(cpu_has, monkeypatch, fresh_accelerate):
+    """Where the CPU has native bf16, training autocasts the forward (the matrix products run in
+    bf16) and keeps fp32 master weights; its loss and update stay close to the fp32 step's."""
+    monkeypatch.delenv(precision.OFF_ENV, raising=False)
+    cpu_has(amx_bf16=True)
+    mode32, loss32, w32 = _one_step_loss(False)
+    mode16, loss16, w16 = _one_step_loss(True)
+    assert (mode32, mode16) == ("no", "bf16")
+    assert w16.dtype == torch.float32
+    assert loss16 != loss32  # the forward really ran in bf16 ...
+    assert loss16 == pytest.approx(loss32, rel=2e-2)  # ... and stays close to fp32
+    start = tiny_llama(3).get_input_embeddings().weight.detach()
+    update32, update16 = w32 - start, w16 - start
+    cosine = torch.nn.functional.cosine_similarity(update32.flatten(), update16.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_bf16_needs_ddp(cpu_has, caplog, monkeypatch, fresh_accelerate):
+    monkeypatch.delenv(precision.OFF_ENV, raising=False)
+    cpu_has(amx_bf16=True)
+    from longalign.training.distributed import make_accelerator
+
+    with caplog.at_level(logging.INFO, logger="longalign"):
+        accelerator = make_accelerator(0, TrainingConfig(cpu_bf16=True, distributed="fsdp2"))
+    assert accelerator.mixed_precision == "no"
+    assert "ddp only" in caplog.text
