@@ -3,18 +3,24 @@
 1. Packing throughput (tokens/s of ``longalign.packing.pack``, whole stage: read chats, render
    the chat template, tokenise, label, plan, write Arrow; worker start-up and tokenizer loads
    included) with ``workers=1`` and ``workers=N``, next to the raw tokenizer (the Rust
-   tokenizer's batched encode, all cores, tokenizer load excluded) on the same rendered text.
+   tokenizer's batched encode, all cores, tokenizer load excluded) on the same rendered text,
+   as the median of interleaved repeats (the machine may be shared), with CPU seconds.
    The issue's target: the stage at >= 0.8 x the raw tokenizer with the same cores.
-2. Sourcing throughput (MB/s of input text through ``longalign.sourcing.source`` with the
+2. The sharded packing steps of a cluster run (``encode_shard`` per part, ``pack_parts``),
+   one after another: each part's map rate and the join's rate, i.e. how many map pods one
+   join keeps up with (the cost model in docs/scale.md).
+3. Sourcing throughput (MB/s of input text through ``longalign.sourcing.source`` with the
    default config: near-dup on) with ``workers=1`` and ``workers=N`` on the sourcing benchmark's
    synthetic corpus (JSONL files, streamed by this process, plus a directory, read by the
    workers), with the per-worker rate the cost model in docs/scale.md uses.
-3. Equality: N workers write byte-identical packed rows and corpus shards to one process.
+4. Equality: N workers and the sharded join write byte-identical packed rows (and N workers
+   byte-identical corpus shards) to one process.
 
 Chats are the packing benchmark's synthetic ones (slices of Python's standard library sources);
 the tokenizer is the embedded model's (``embedded:tiny``: SmolLM2's).
 
-    python bench/scale_bench.py                      # N = all cores; about a minute on 2 cores
+    python bench/scale_bench.py                      # N = all cores; about 2 minutes on 2 cores
+    python bench/scale_bench.py --source-mb 0        # packing only
     python bench/scale_bench.py --workers 4 --chats 800
 """
 
@@ -76,6 +82,31 @@ def stage(chats: Path, out: Path, model: str, max_len: int, workers: int) -> tup
     return stats["tokens"], time.perf_counter() - start, cpu_seconds() - cpu
 
 
+def sharded(chats: Path, work: Path, model: str, max_len: int,
+            parts: int) -> tuple[list[tuple[int, float]], tuple[int, float]]:
+    """The cluster's packing steps run one after another here: ``encode_shard`` for each part
+    (each loads its tokenizer, as a pod does), then ``pack_parts``; ((tokens, seconds) per
+    part, (tokens, seconds) of the join)."""
+    import numpy as np
+
+    from longalign.config import PackingConfig
+    from longalign.packing.parallel import encode_shard
+    from longalign.packing.stage import pack_parts
+
+    config = PackingConfig(max_len=max_len, truncation="middle")
+    maps = []
+    for k in range(parts):
+        start = time.perf_counter()
+        encode_shard(config, model, chats, work / f"part-{k}", k, parts, overwrite=True)
+        took = time.perf_counter() - start
+        tokens = int(np.load(work / f"part-{k}" / "part.index.npy")[0].sum())
+        maps.append((tokens, took))
+    start = time.perf_counter()
+    stats = pack_parts(config, model, [work / f"part-{k}" for k in range(parts)],
+                       work / "packed-join", overwrite=True).stats
+    return maps, (stats["tokens"], time.perf_counter() - start)
+
+
 def sourcing(corpus: Path, out: Path, model: str, workers: int) -> tuple[dict, float]:
     from longalign.config import SourcingConfig
     from longalign.sourcing import source
@@ -103,6 +134,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=16_384)
     parser.add_argument("--source-mb", type=float, default=24, help="synthetic corpus size (0: no sourcing runs)")
     parser.add_argument("--model", default="embedded:tiny")
+    parser.add_argument("--parts", type=int, default=3, help="parts of the sharded packing run")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repeats of the packing runs (medians are shown)")
     args = parser.parse_args()
@@ -150,10 +182,22 @@ def main() -> None:
         print(f"target: the stage at >= 0.80 x the raw tokenizer: {'met' if best >= 0.8 else 'NOT met'}"
               f" ({best:.2f} x)")
 
+        maps, (join_tokens, join_s) = sharded(work / "chats", work, args.model, args.max_len,
+                                              args.parts)
+        print(f"\n## 2. Sharded packing (the cluster's steps, run one after another here): "
+              f"{args.parts} parts, then the join")
+        print(f"{'step':<32}{'tokens/s':>12}{'seconds':>9}")
+        for k, (tokens, seconds) in enumerate(maps):
+            print(f"{f'packing part {k} (map)':<32}{tokens / seconds:>12,.0f}{seconds:>9.2f}")
+        map_rate = statistics.median(t / s for t, s in maps)
+        print(f"{'packing join (reduce)':<32}{join_tokens / join_s:>12,.0f}{join_s:>9.2f}")
+        print(f"one join keeps up with {join_tokens / join_s / map_rate:.1f} map pods of this rate "
+              f"(the join's fixed costs, tokenizer load and plot, included)")
+
         if args.source_mb > 0:
             made = generate(work / "corpus", int(args.source_mb * 2**20), seed=0)
             mb = made["bytes"] / 2**20
-            print(f"\n## 2. Sourcing throughput: {mb:.1f} MB of text, {made['documents']:,} documents "
+            print(f"\n## 3. Sourcing throughput: {mb:.1f} MB of text, {made['documents']:,} documents "
                   f"(JSONL + a directory; duplicates, near duplicates, short and over-long ones)")
             print(f"{'run':<40}{'MB/s':>10}{'seconds':>10}{'kept':>8}{'x 1 worker':>12}")
             source_runs = {n: sourcing(work / "corpus", work / f"corpus-{n}", args.model, n)
@@ -170,8 +214,10 @@ def main() -> None:
         corpus = (f"; corpus shards byte-identical: "
                   f"{same_files(work / 'corpus-1', work / f'corpus-{n}', '*.parquet')}"
                   if args.source_mb > 0 else "")
-        print(f"\n## 3. Equality with workers={n}: packed rows byte-identical: "
-              f"{same_files(work / 'packed-1', work / f'packed-{n}', 'rows-*.arrow')}{corpus}")
+        print(f"\n## 4. Equality: packed rows byte-identical with workers={n}: "
+              f"{same_files(work / 'packed-1', work / f'packed-{n}', 'rows-*.arrow')}, "
+              f"after the sharded join: "
+              f"{same_files(work / 'packed-1', work / 'packed-join', 'rows-*.arrow')}{corpus}")
 
 
 if __name__ == "__main__":
