@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,51 @@ from longalign.packing.templates import llama2_inst_parts, resolve_template
 
 TOKENIZE_CHARS = 2_000_000  # characters of rendered chats per tokenizer call (bounds memory)
 ROLES = ("system", "user", "assistant")
+
+
+class RustBackend:
+    """The Rust tokenizer inside a transformers fast tokenizer, called directly: that skips
+    transformers' per-token Python conversion (about 20% of the tokenising time). :meth:`get`
+    returns the tokenizer's own while it has no truncation or padding set and encodes special
+    tokens as such (the usual state; checked at every use, since calls through transformers set
+    them), else a private copy in that state (copying costs about 0.1 s, which a run that does
+    not need it does not pay)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        if getattr(tokenizer, "backend_tokenizer", None) is None:
+            raise UserError("packing needs a fast (Rust) tokenizer with offset mapping")
+        self.tokenizer = tokenizer
+        self._private: Any = None
+
+    def get(self) -> Any:
+        own = self.tokenizer.backend_tokenizer
+        if own.truncation is None and own.padding is None and not own.encode_special_tokens:
+            return own
+        if self._private is None:
+            from tokenizers import Tokenizer
+
+            self._private = Tokenizer.from_str(own.to_str())
+            self._private.no_truncation()
+            self._private.no_padding()
+            self._private.encode_special_tokens = False
+        return self._private
+
+
+def tokenise_overlapped(chunks: Iterable[Any], encode: Callable[[Any], Any],
+                        finish: Callable[[Any, Any], Iterator[Any]]) -> Iterator[Any]:
+    """``finish(chunk, encode(chunk))`` for each chunk, in order, with ``encode`` (a batched call
+    of the Rust tokenizer, which spreads over its thread pool and releases the GIL) running in a
+    second thread: the next chunk is read and prepared, and the previous one finished, while a
+    chunk is being tokenised. At most two chunks are in memory at once."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
+        running: tuple[Any, Future] | None = None
+        for chunk in chunks:
+            future = pool.submit(encode, chunk)
+            if running is not None:
+                yield from finish(running[0], running[1].result())
+            running = (chunk, future)
+        if running is not None:
+            yield from finish(running[0], running[1].result())
 
 
 @dataclass
@@ -103,8 +148,7 @@ class ChatEncoder:
 
     def __init__(self, tokenizer: Any, max_len: int, truncation: str = "drop",
                  label_turns: str = "all", chat_template: str = "tokenizer") -> None:
-        if getattr(tokenizer, "backend_tokenizer", None) is None:
-            raise UserError("packing needs a fast (Rust) tokenizer with offset mapping")
+        self._rust = RustBackend(tokenizer)
         self.template = resolve_template(chat_template, tokenizer)
         self.template_name = chat_template if chat_template in ("tokenizer", "llama2-inst",
                                                                 "chatml") else "jinja"
@@ -112,28 +156,14 @@ class ChatEncoder:
         if truncation not in ("drop", "middle") or label_turns not in ("all", "last"):
             raise UserError(f"bad truncation {truncation!r} or label_turns {label_turns!r}")
         self.tokenizer = tokenizer
-        self._private: Any = None  # a copy of the Rust tokenizer, made only when needed
         self.max_len = max_len
         self.truncation = truncation
         self.label_turns = label_turns
 
     @property
     def backend(self) -> Any:
-        """The Rust tokenizer that encodes the rendered chats. Calling it directly skips
-        transformers' per-token Python conversion (about 20% of the tokenising time). It is the
-        tokenizer's own while that has no truncation or padding set (the usual case; checked at
-        every use, since calls through transformers set them), else a private copy without them
-        (copying costs about 0.1 s, which a run that does not need it does not pay)."""
-        own = self.tokenizer.backend_tokenizer
-        if own.truncation is None and own.padding is None:
-            return own
-        if self._private is None:
-            from tokenizers import Tokenizer
-
-            self._private = Tokenizer.from_str(own.to_str())
-            self._private.no_truncation()
-            self._private.no_padding()
-        return self._private
+        """The Rust tokenizer that encodes the rendered chats (:func:`rust_backend`)."""
+        return self._rust.get()
 
     def _render(self, messages: list[dict], generation: bool = False,
                 prefixes: list[int] | None = None) -> Any:
@@ -227,17 +257,12 @@ class ChatEncoder:
         ``TOKENIZERS_PARALLELISM=false`` makes it serial) and releases the GIL, so the next chunk
         is rendered, and the previous one labelled, while a chunk is being tokenised. At most two
         chunks are in memory at once. ``chunk_chars`` defaults to ``TOKENIZE_CHARS``."""
-        chunk_chars = chunk_chars or TOKENIZE_CHARS
-        with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
-            running: tuple[list, Future] | None = None
-            for chunk in self._chunks(records, chunk_chars):
-                texts = [p.text for p in chunk if isinstance(p, _Prepared)]
-                future = pool.submit(self.backend.encode_batch, texts, add_special_tokens=False)
-                if running is not None:
-                    yield from self._finish_chunk(*running)
-                running = (chunk, future)
-            if running is not None:
-                yield from self._finish_chunk(*running)
+        def encode(chunk: list) -> list:
+            texts = [p.text for p in chunk if isinstance(p, _Prepared)]
+            return self.backend.encode_batch(texts, add_special_tokens=False)
+
+        return tokenise_overlapped(self._chunks(records, chunk_chars or TOKENIZE_CHARS), encode,
+                                   self._finish_chunk)
 
     def _chunks(self, records: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list]:
         chunk: list[_Prepared | Skipped] = []
@@ -254,8 +279,8 @@ class ChatEncoder:
         if chunk:
             yield chunk
 
-    def _finish_chunk(self, chunk: list, future: Future) -> Iterator[Encoded | Skipped]:
-        encodings = iter(future.result())
+    def _finish_chunk(self, chunk: list, encodings: list) -> Iterator[Encoded | Skipped]:
+        encodings = iter(encodings)
         for p in chunk:
             yield self._finish(p, next(encodings)) if isinstance(p, _Prepared) else p
 

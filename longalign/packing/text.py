@@ -23,9 +23,10 @@ import numpy as np
 
 from longalign.errors import UserError
 from longalign.formats import IGNORE, Shards
-from longalign.packing.encode import Encoded, Skipped
+from longalign.packing.encode import (TOKENIZE_CHARS, Encoded, RustBackend, Skipped,
+                                      tokenise_overlapped)
 
-READ_BATCH = 64  # documents read (and tokenised in one call) at a time
+READ_BATCH = 64  # documents read from a Parquet shard at a time
 
 
 class TextEncoder:
@@ -39,34 +40,35 @@ class TextEncoder:
         if truncation not in ("drop", "middle"):
             raise UserError(f"bad truncation {truncation!r}")
         self.tokenizer = tokenizer
+        self._rust = RustBackend(tokenizer)
         self.eos = tokenizer.eos_token_id
         self.max_len = max_len
         self.split_long = split_long
         self.truncation = truncation
 
-    def encode_stream(self, records: Iterable[tuple[str, Any]]) -> Iterator[Encoded | Skipped]:
-        """Encode ``(id, text)`` records lazily, tokenising ``READ_BATCH`` at a time."""
-        chunk: list[tuple[str, Any]] = []
-        for record in records:
-            chunk.append(record)
-            if len(chunk) >= READ_BATCH:
-                yield from self._encode_chunk(chunk)
-                chunk = []
-        if chunk:
-            yield from self._encode_chunk(chunk)
+    def encode_stream(self, records: Iterable[tuple[str, Any]], *,
+                      chunk_chars: int | None = None) -> Iterator[Encoded | Skipped]:
+        """Encode ``(id, text)`` records lazily, in order: chunks of about ``chunk_chars``
+        characters (default ``TOKENIZE_CHARS``) are tokenised by one batched call of the Rust
+        tokenizer each, in a second thread while the next chunk is read
+        (``longalign.packing.encode.tokenise_overlapped``)."""
+        def encode(chunk: list[tuple[str, Any]]) -> list:
+            texts = [t for _, t in chunk if _usable(t)]
+            return self._rust.get().encode_batch(texts, add_special_tokens=True) if texts else []
 
-    def _encode_chunk(self, chunk: list[tuple[str, Any]]) -> Iterator[Encoded | Skipped]:
-        good = [(i, t) for i, t in chunk if isinstance(t, str) and t.strip()]
-        ids = self.tokenizer([t for _, t in good], add_special_tokens=True)["input_ids"] if good else []
-        encoded = dict(zip((i for i, _ in good), ids))
+        return tokenise_overlapped(_chunks(records, chunk_chars or TOKENIZE_CHARS), encode,
+                                   self._finish_chunk)
+
+    def _finish_chunk(self, chunk: list[tuple[str, Any]], encodings: list) -> Iterator[Encoded | Skipped]:
+        encodings = iter(encodings)
         for sample_id, text in chunk:
-            if sample_id not in encoded:
+            if not _usable(text):
                 yield Skipped(sample_id, "empty_message", "the document has no text")
                 continue
-            tokens = list(encoded[sample_id])
-            if self.eos is not None and (not tokens or tokens[-1] != self.eos):
-                tokens.append(self.eos)
-            yield from self.samples(sample_id, np.asarray(tokens, dtype=np.int32))
+            tokens = np.asarray(next(encodings).ids, dtype=np.int32)
+            if self.eos is not None and (not len(tokens) or tokens[-1] != self.eos):
+                tokens = np.append(tokens, np.int32(self.eos))
+            yield from self.samples(sample_id, tokens)
 
     def samples(self, sample_id: str, tokens: np.ndarray) -> Iterator[Encoded | Skipped]:
         """The samples of one tokenised document (one, or its pieces; see the module docstring)."""
@@ -85,6 +87,23 @@ class TextEncoder:
             if isinstance(result, Encoded):
                 result.labels[head] = IGNORE  # not predicted across the cut
             yield result
+
+
+def _usable(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip())
+
+
+def _chunks(records: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list]:
+    chunk: list[tuple[str, Any]] = []
+    chars = 0
+    for record in records:
+        chunk.append(record)
+        chars += len(record[1]) if isinstance(record[1], str) else 0
+        if chars >= chunk_chars:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
 
 
 def _sample(sample_id: str, tokens: np.ndarray, truncated: bool = False) -> Encoded | Skipped:

@@ -68,6 +68,11 @@ def test_truncation_or_padding_set_on_the_tokenizer_does_not_cut_samples(tiny_mo
     enc = encoder.encode_batch(["x"], [TWO_TURNS])[0]
     assert isinstance(enc, Encoded) and enc.input_ids.tolist() == expected
     assert own.backend_tokenizer.truncation["max_length"] == 5  # the tokenizer's own is untouched
+    # the same when special tokens are set to be split (transformers' split_special_tokens)
+    fresh = load_tokenizer(tiny_model)
+    fresh.backend_tokenizer.encode_special_tokens = True
+    enc = ChatEncoder(fresh, 4096).encode_batch(["x"], [TWO_TURNS])[0]
+    assert isinstance(enc, Encoded) and enc.input_ids.tolist() == expected
 
 
 def test_non_ascii_text_keeps_character_offsets(tokenizer):

@@ -56,6 +56,19 @@ def test_encoder_short_document_every_token_a_target_but_the_first(tokenizer):
     assert s.labels[0] == IGNORE and s.labels[1:].tolist() == want[1:]
 
 
+@pytest.mark.parametrize("chunk_chars", [1, 300, None])
+def test_encoder_streams_in_order_each_document_with_its_own_tokens(tokenizer, chunk_chars):
+    # several documents per tokenizer call (chunk_chars None: all in one), one per call (1), or
+    # a few; a repeated id keeps each document's own tokens (the stage drops the later copy)
+    docs = [("a", DOCS[0]["text"]), ("b", ""), ("a", DOCS[1]["text"]), ("c", DOCS[2]["text"])]
+    out = list(TextEncoder(tokenizer, 1 << 16).encode_stream(docs, chunk_chars=chunk_chars))
+    assert [(o.id, type(o).__name__) for o in out] == [
+        ("a", "Encoded"), ("b", "Skipped"), ("a", "Encoded"), ("c", "Encoded")]
+    for o, (_, text) in zip(out, docs):
+        if text:
+            assert o.input_ids.tolist() == doc_tokens(tokenizer, text)
+
+
 def test_encoder_splits_long_documents_into_full_pieces_and_a_remainder(tokenizer):
     text = DOCS[5]["text"] * 3
     want = doc_tokens(tokenizer, text)
