@@ -222,13 +222,15 @@ def model_with_bad_weights(tmp_path, tiny_model):
     return model
 
 
-@pytest.mark.parametrize("lengths, fragment", [("[64]", "too short"), ("[100000]", "window")])
+@pytest.mark.parametrize("key, lengths, fragment", [("lengths", "[64]", "too short"),
+                                                    ("lengths", "[100000]", "window"),
+                                                    ("recall_lengths", "[100000]", "window")])
 def test_scoring_lengths_checked_before_weights_load(stages, tmp_path, model_with_bad_weights,
-                                                     lengths, fragment):
+                                                     key, lengths, fragment):
     out = tmp_path / "scores"
     assert_one_error(run_cli("score", "--preset", "tiny", "--model", model_with_bad_weights, "--corpus",
-                             stages / "corpus", "--set", f"lengths={lengths}", "-o", out),
-                     fragment, "scoring.lengths")
+                             stages / "corpus", "--set", f"{key}={lengths}", "-o", out),
+                     fragment, f"scoring.{key}")
     assert not out.exists()
 
 

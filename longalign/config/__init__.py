@@ -194,11 +194,13 @@ class LongBenchChatConfig(_Section):
 class ScoringConfig(_Section):
     """Offline long-context checks and, with a judge endpoint, LongBench-Chat."""
 
-    @field_validator("lengths")
+    @field_validator("lengths", "recall_lengths", "needle_lengths")
     @classmethod
-    def _bounded_lengths(cls, lengths: list[int]) -> list[int]:
-        if any(n > MAX_TOKENS for n in lengths):
+    def _bounded_lengths(cls, lengths: list[int] | None) -> list[int] | None:
+        if lengths is not None and any(n > MAX_TOKENS for n in lengths):
             raise ValueError(f"lengths must be at most {MAX_TOKENS} tokens")
+        if lengths is not None and any(n < 1 for n in lengths):
+            raise ValueError("lengths must be positive token counts")
         return lengths
 
     suites: list[Literal["needle", "ruler-needle", "recall", "short", "longbench-chat"]] = Field(
@@ -215,6 +217,8 @@ class ScoringConfig(_Section):
                                description="ruler-needle and recall haystack lengths in tokens")
     depths: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1,
                                 description="ruler-needle depths as fractions of the haystack")
+    recall_lengths: list[int] | None = Field(
+        None, description="recall context lengths in tokens (None: the largest of lengths)")
     recall_samples: int = Field(4, ge=1, description="recall cases per task")
     max_new_tokens: int = Field(32, ge=1, le=MAX_TOKENS, description="answer tokens per case")
     compare_base: bool = Field(True, description="also score the base model, for the comparison")

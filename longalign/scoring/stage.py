@@ -47,9 +47,9 @@ def _check(config: ScoringConfig) -> tuple[list[int], list[float]]:
     return lengths, depths
 
 
-def recall_lengths(lengths: list[int]) -> list[int]:
-    """Recall runs at the largest configured length only (it is the hardest and keeps runtime small)."""
-    return [max(lengths)]
+def recall_lengths(config: ScoringConfig) -> list[int]:
+    """``recall_lengths`` when set, else the largest of ``lengths`` (the hardest, and one context)."""
+    return sorted(set(config.recall_lengths)) if config.recall_lengths else [max(config.lengths)]
 
 
 def needle_grid(config: ScoringConfig, window: int | None) -> tuple[list[int], list[float]]:
@@ -69,7 +69,8 @@ def haystack_tokens(config: ScoringConfig) -> int:
     """Tokens of haystack text to read: enough for the longest prompt of any offline suite."""
     lengths, _ = _check(config)
     needle = config.needle_lengths or [REFERENCE_LENGTHS[1]]
-    return max(lengths + (list(needle) if "needle" in config.suites else []))
+    return max(lengths + (list(needle) if "needle" in config.suites else [])
+               + (recall_lengths(config) if "recall" in config.suites else []))
 
 
 def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
@@ -77,7 +78,7 @@ def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
     """All cases of the configured suites, calibrated to ``tokenizer`` (``window``: the model's
     context, which caps LongAlign's default needle grid)."""
     lengths, depths = _check(config)
-    wanted = list(lengths)
+    wanted = list(lengths) + (recall_lengths(config) if "recall" in config.suites else [])
     if "needle" in config.suites:
         needle_lengths, needle_depths = needle_grid(config, window)
         wanted += needle_lengths
@@ -90,7 +91,7 @@ def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
     if "short" in config.suites:
         cases += short_cases(tokenizer)
     if "recall" in config.suites:
-        cases += recall_cases(hay, tokenizer, recall_lengths(lengths), config.recall_samples, config.seed)
+        cases += recall_cases(hay, tokenizer, recall_lengths(config), config.recall_samples, config.seed)
     return cases
 
 
@@ -142,11 +143,13 @@ def check_fits(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     window = endpoint.context if endpoint is not None else None  # longbench_chat.context is not a window
     if window is None and endpoint is None:
         window = _model_context(spec)
-    longest = max(config.lengths)
+    recall = recall_lengths(config) if "recall" in config.suites else []
+    longest = max(config.lengths + recall)
+    key = "scoring.lengths" if longest in config.lengths else "scoring.recall_lengths"
     if window is not None and longest + config.max_new_tokens > window:
-        raise UserError(f"scoring.lengths: the longest haystack ({longest} tokens) plus "
+        raise UserError(f"{key}: the longest haystack ({longest} tokens) plus "
                         f"scoring.max_new_tokens ({config.max_new_tokens}) exceeds the {window}-token "
-                        f"window of {spec}; lower scoring.lengths")
+                        f"window of {spec}; lower {key}")
     build_cases(config, load_tokenizer(spec), source, window)
 
 
@@ -212,7 +215,7 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
                            **({"answer_usage": r["answer_usage"]} if "answer_usage" in r else {})}
                    for label, r in results.items()},
         "haystack": haystack,
-        "recall_lengths": recall_lengths(list(config.lengths)) if "recall" in config.suites else [],
+        "recall_lengths": recall_lengths(config) if "recall" in config.suites else [],
         "seconds": round(seconds, 2),
         **(extra or {}),
     }

@@ -229,3 +229,13 @@ def test_short_task_guard_scores_exact_answers(cases):
     loose = evaluate([paris], Replies({paris.user_text: "Lyon, not Paris-Orly."}))["short"]["accuracy"]
     assert loose == 1.0  # whole-word containment: naming the answer counts, as in every exact suite
     assert evaluate([paris], Replies({paris.user_text: "Parisian food."}))["short"]["accuracy"] == 0.0
+
+
+def test_recall_runs_at_its_own_lengths_when_given(tokenizer, source):
+    config = CONFIG.model_copy(update={"recall_lengths": [900, 1500]})
+    recall = [c for c in build_cases(config, tokenizer, source) if c.suite == "recall"]
+    assert sorted({c.length for c in recall}) == [900, 1500]  # not the largest of lengths (1200)
+    assert len(recall) == 2 * 3 * config.recall_samples
+    assert all(c.prompt_tokens <= c.length for c in recall)
+    with pytest.raises(ValueError, match="positive"):
+        ScoringConfig(recall_lengths=[0])
