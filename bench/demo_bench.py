@@ -5,7 +5,8 @@ memory, measured on the same library functions the KFP components call, one proc
     python bench/demo_bench.py --compare gradient_checkpointing=false
         # ...then the training stage again with that override, side by side (time and memory ratio)
 
-Each stage runs as `longalign <stage>` in its own process; its peak resident memory comes from
+Each stage runs as `longalign <stage>` in its own process (scoring with the preset's base model
+too, as the pipeline's scoring task does); its peak resident memory comes from
 wait4's rusage of that process, so it is the whole process's high-water mark (weights, optimizer,
 activations, allocator caches), which is what a pod's memory limit sees. Wall times depend on the
 machine's load (shared machines: compare ratios inside one run); peak memory does not.
@@ -27,7 +28,9 @@ STAGES = [
     ("generation", ["generate", "--corpus", "{work}/corpus", "-o", "{work}/chats"]),
     ("packing", ["pack", "--chats", "{work}/chats", "-o", "{work}/packed"]),
     ("training", ["train", "--packed", "{work}/packed", "-o", "{work}/model"]),
-    ("scoring", ["score", "--model", "{work}/model", "--corpus", "{work}/corpus", "-o", "{work}/scores"]),
+    # with the base model too, as the pipeline's scoring task does
+    ("scoring", ["score", "--model", "{work}/model", "--corpus", "{work}/corpus", "-o", "{work}/scores",
+                 "--base-model", "{base}"]),
 ]
 
 
@@ -52,13 +55,16 @@ def main() -> int:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    from longalign.config import load_run_config
+
+    base = load_run_config(args.preset, overrides=args.sets).base_model
     common = ["--preset", args.preset] + [x for s in args.sets for x in ("--set", s)]
     print(f"demo bench: preset {args.preset}, {os.cpu_count()} CPUs, load average at start "
           f"{os.getloadavg()[0]:.1f}; outputs in {work}")
     print(f"{'stage':<12}{'seconds':>9}{'peak GB':>9}")
     rows, total = {}, 0.0
     for stage, argv in STAGES:
-        argv = [a.format(work=work) for a in argv] + common + ["--overwrite"]
+        argv = [a.format(work=work, base=base) for a in argv] + common + ["--overwrite"]
         seconds, peak, code = run_stage(argv, work / f"{stage}.log")
         if code != 0:
             print(f"{stage} failed (exit {code}); see {work / (stage + '.log')}")

@@ -202,6 +202,9 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, pngs: dict[str
                 if n]
     if warnings:
         parts.append("<p><b>Check:</b> " + "; ".join(warnings) + ".</p>")
+    if stats.get("without_signal"):
+        parts.append("<p><b>No signal (the base model at the ceiling or the floor):</b> "
+                     + html.escape("; ".join(e["line"] for e in stats["without_signal"])) + ".</p>")
     shared = contamination_notes(stats.get("contamination"))
     if shared:
         parts.append("<p><b>Contaminated (the fine-tuning data held the same task format; a gain "
@@ -240,7 +243,7 @@ def write_html(path: Path, results: dict[str, dict], stats: dict, pngs: dict[str
 
 def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, float],
                    comparison: dict | None = None, contamination: dict | None = None,
-                   verdict_line: str | None = None) -> None:
+                   verdict_line: str | None = None, without_signal: list[dict] | None = None) -> None:
     """A short Markdown summary (suite headlines, deltas against the base and the baseline)."""
     results = dict(_ordered(results))
     labels = list(results)
@@ -276,6 +279,9 @@ def write_markdown(path: Path, results: dict[str, dict], metrics: dict[str, floa
                  + markdown_table(table, ("suite", "baseline", "this run", "delta", "verdict")))
         if comparison["config_changes"]:
             text += "\nNot like-for-like: " + "; ".join(comparison["config_changes"]) + "\n"
+    if without_signal:
+        text += ("\nNo signal (the base model at the ceiling or the floor): "
+                 + "; ".join(e["line"] for e in without_signal) + ".\n")
     shared = contamination_notes(contamination)
     if shared:
         text += "\nContaminated (same task format in the fine-tuning data): " + "; ".join(shared) + ".\n"

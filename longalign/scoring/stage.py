@@ -29,7 +29,7 @@ from longalign.scoring.recall import recall_cases
 from longalign.scoring.short import short_cases
 from longalign.scoring.ruler_needle import needle_cases as ruler_needle_cases
 from longalign.scoring.remote import OpenAIAnswerer
-from longalign.scoring.verdict import references, verdict
+from longalign.scoring.verdict import references, verdict, without_signal
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
 from longalign.precision import use_cpu_bf16
 from longalign.secrets import read_api_key
@@ -224,6 +224,9 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
     contaminated = {e["suite"] for e in (stats.get("contamination") or {}).get("shared", [])}
     stats["verdict"] = verdict(references(results, comparison), contaminated)
     log.info("%s", stats["verdict"]["line"])
+    stats["without_signal"] = without_signal(results)
+    for entry in stats["without_signal"]:
+        log.warning("no signal: %s", entry["line"])
     write_json(out / "scores.json", {"config": config.model_dump(), "models": results, "haystack": haystack,
                                      "baseline": comparison, **(extra or {})})
     result = StageResult("scoring", Path(output or out), stats, metrics=numeric(flat),
@@ -234,7 +237,7 @@ def write_outputs(out: Path, config: ScoringConfig, results: dict[str, dict], ha
         (out / f"{suite}.png").write_bytes(png)
     write_html(out / "report.html", results, stats, pngs, comparison)
     write_markdown(out / "report.md", results, flat, comparison, stats.get("contamination"),
-                   stats["verdict"]["line"])
+                   stats["verdict"]["line"], stats["without_signal"])
     return result
 
 

@@ -12,6 +12,32 @@ from __future__ import annotations
 from longalign.scoring.baseline import EPSILON
 from longalign.scoring.evaluate import headline
 
+# A base accuracy outside [LOW, HIGH] leaves a suite little room to show a change: the option that
+# moves its difficulty, per suite (longer contexts are harder; shorter ones easier)
+LOW, HIGH = 0.05, 0.95
+DIFFICULTY = {"needle": "scoring.needle_lengths", "ruler-needle": "scoring.lengths",
+              "recall": "scoring.recall_lengths"}
+
+
+def without_signal(results: dict[str, dict]) -> list[dict]:
+    """The exact-match suites on which the base model scored at the ceiling or the floor, each with
+    the option that makes it harder or easier (docs/scoring.md, "Default settings")."""
+    if "base" not in results:
+        return []
+    found = []
+    for suite, summary in sorted(results["base"]["suites"].items()):
+        value = summary.get("accuracy")
+        if value is None or LOW <= value <= HIGH:
+            continue
+        where, hidden, change = (("ceiling", "gain", "longer") if value > HIGH
+                                 else ("floor", "loss", "shorter"))
+        option = DIFFICULTY.get(suite)
+        hint = f"; {change} {option} would give it room" if option else ""
+        found.append({"suite": suite, "base": value, "at": where,
+                      "line": f"{suite}: the base scored {value:.3f}, at the {where}: a {hidden} "
+                              f"cannot show{hint}"})
+    return found
+
 
 def base_deltas(results: dict[str, dict]) -> dict[str, float]:
     """Model minus base per suite (both scored)."""

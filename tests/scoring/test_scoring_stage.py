@@ -161,6 +161,11 @@ def test_report_from_an_injected_answerer(tmp_path):
     _check_html(tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "+1.00" in html and "oracle" in html and "silent" in html
+    # the silent base sits at the floor of every suite: both reports say so, with the option
+    floored = {e["suite"] for e in stats.stats["without_signal"]}
+    assert floored == {"needle", "ruler-needle", "recall", "short"}
+    for text in ((tmp_path / "report.md").read_text(), html):
+        assert "No signal" in text and "shorter scoring.recall_lengths" in text
 
 
 def test_contamination_guard_refuses_or_marks_a_suite_sharing_a_training_format(tmp_path):

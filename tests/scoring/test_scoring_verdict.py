@@ -1,6 +1,6 @@
 """The retrain comparison's verdict line."""
 
-from longalign.scoring.verdict import references, verdict
+from longalign.scoring.verdict import references, verdict, without_signal
 
 
 def _result(**scores):
@@ -27,3 +27,17 @@ def test_verdict_against_base_and_previous_run():
     assert verdict({"previous run": {"needle": 0.0}})["line"].startswith("verdict: same as the previous run")
     assert verdict({"base": {"needle": -0.5}})["word"] == "worse"
     assert verdict({})["word"] is None
+
+
+def test_suites_whose_base_sits_at_the_ceiling_or_the_floor_are_named_with_the_option():
+    results = {"model": _result(needle=1.0, recall=0.1, short=0.99, ruler_needle=0.5),
+               "base": _result(needle=1.0, recall=0.0, short=0.96, ruler_needle=0.95)}
+    found = {e["suite"]: e for e in without_signal(results)}
+    assert set(found) == {"needle", "recall", "short"}  # 0.95 itself still leaves room
+    assert found["needle"]["at"] == "ceiling" and "gain cannot show" in found["needle"]["line"]
+    assert "longer scoring.needle_lengths" in found["needle"]["line"]
+    assert found["recall"]["at"] == "floor" and "shorter scoring.recall_lengths" in found["recall"]["line"]
+    assert "would give it room" not in found["short"]["line"]  # no length option for short chats
+    # LongBench-Chat's 1-10 rating is not an accuracy; without a base nothing is judged
+    assert without_signal({"model": _result(needle=1.0)}) == []
+    assert without_signal({"model": {"suites": {}}, "base": {"suites": {"longbench-chat": {"score": 9.9}}}}) == []
