@@ -1,4 +1,5 @@
 import os
+import pathlib
 import stat
 import subprocess
 import sys
@@ -86,6 +87,22 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_nothing_else(tmp_path):
             assert not (tmp_path / f".out.tmp-{dead}-again").exists() and (out / "a").exists()
         finally:
             alive.kill()
+
+
+@pytest.mark.parametrize("listing", [sorted, lambda paths: sorted(paths, reverse=True)])
+def test_a_live_runs_folder_does_not_stop_the_cleanup_of_the_others(tmp_path, monkeypatch, listing):
+    """Whatever order the directory lists its entries in, a folder that is not ours to remove
+    (another name, a live run) is skipped and the dead runs' folders after it are still removed."""
+    dead = _dead_pid()
+    mine = tmp_path / f".out.tmp-{os.getpid()}-0live"
+    other = tmp_path / ".other.tmp-1-x"
+    stale = [tmp_path / f".out.tmp-{dead}-{i}" for i in range(3)]
+    for d in [mine, other, *stale]:
+        d.mkdir()
+    listed = pathlib.Path.iterdir
+    monkeypatch.setattr(pathlib.Path, "iterdir", lambda self: iter(listing(listed(self))))
+    assert sorted(remove_stale_temps(tmp_path / "out")) == stale
+    assert mine.exists() and other.exists() and not any(d.exists() for d in stale)
 
 
 def test_a_folder_of_another_users_live_process_is_kept(tmp_path, monkeypatch):
