@@ -16,6 +16,8 @@ from kube_fake import COMPLETE, FAILED, NS, RUNNING_PT, SUCCEEDED_PT, make, trai
 
 from longalign.training.launcher import (JobFailed, JobTimeout, KubeJobs, LaunchCancelled, job_name,
                                          launch_training, parse_launcher_config)
+from longalign.training.launcher.jobs import job_status
+
 
 def test_succeeded_trainjob_is_created_on_the_real_path_and_its_logs_streamed(kube):
     fake, api = kube
@@ -281,3 +283,39 @@ def test_api_blips_while_waiting_are_retried_but_a_vanished_job_is_an_error(kube
     job.create(m)
     with pytest.raises(RuntimeError, match="disappeared"):
         job.wait(name)
+
+
+def _cond(ctype, status="True", reason="", message=""):
+    return {"type": ctype, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-12-01T12:00:00Z"}
+
+
+@pytest.mark.parametrize("kind,conditions,expected", [
+    ("trainjob", None, ("pending", "", "")),
+    ("trainjob", [_cond("Suspended", reason="Suspended", message="TrainJob is suspended")],
+     ("suspended", "Suspended", "TrainJob is suspended")),
+    ("trainjob", [_cond("Suspended", "False", "Resumed")], ("pending", "", "")),  # resumed, nothing else yet
+    ("trainjob", [_cond("Suspended", "False", "Resumed"), _cond("Created", reason="JobSetCreated")],
+     ("running", "", "")),
+    ("trainjob", [_cond("Complete", "False"), _cond("Created")], ("running", "", "")),
+    ("trainjob", [_cond("Created"), _cond("Complete", reason="JobSetCompleted", message="jobset completed")],
+     ("succeeded", "JobSetCompleted", "jobset completed")),
+    ("trainjob", [_cond("Complete", reason="JobSetCompleted"), _cond("Failed", reason="JobSetFailed", message="x")],
+     ("failed", "JobSetFailed", "x")),  # failed wins
+    ("trainjob", [_cond("Succeeded", reason="PyTorchJobSucceeded")], ("running", "", "")),  # not a TrainJob's end
+    ("trainjob", [_cond("Suspended", reason="Suspended"), _cond("Failed", reason="DeadlineExceeded")],
+     ("failed", "DeadlineExceeded", "")),
+    ("pytorchjob", [_cond("Created"), _cond("Running", "False"), _cond("Restarting", reason="PyTorchJobRestarting")],
+     ("running", "", "")),
+    ("pytorchjob", [_cond("Running", "False"), _cond("Succeeded", reason="PyTorchJobSucceeded", message="done")],
+     ("succeeded", "PyTorchJobSucceeded", "done")),
+    ("pytorchjob", [_cond("Complete")], ("running", "", "")),  # a TrainJob's condition type
+])
+def test_job_status_from_the_conditions(kind, conditions, expected):
+    """Only conditions with status "True" count; Failed wins over success; each kind ends with its
+    own condition type (TrainJob: Complete, PyTorchJob: Succeeded); Suspended is reported with
+    its reason; any other true condition means running, none pending."""
+    obj = {"metadata": {"name": "j"}} | ({"status": {"conditions": conditions}} if conditions is not None else {})
+    status = job_status(kind, obj)
+    assert (status.state, status.reason, status.message) == expected
+    assert status.terminal == (expected[0] in ("succeeded", "failed"))

@@ -12,6 +12,7 @@ from kube_fake import COMPLETE, NS, make, trainjob_pod
 
 from longalign.training.launcher import KubeJobs, LaunchCancelled, job_name, launch_training
 from longalign.training.launcher.jobs import JobStartFailed
+from longalign.training.launcher.watch import observe
 
 CREATED = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"}]}
 UNSCHEDULABLE = ("0/12 nodes are available: 4 Insufficient nvidia.com/gpu, 8 node(s) didn't match "
@@ -204,8 +205,6 @@ def test_a_failed_log_stream_is_read_at_the_end(kube):
 def test_the_latest_warning_is_the_one_reported_whichever_time_field_it_has(key):
     """Events carry their time in one of several fields (lastTimestamp first, then eventTime,
     firstTimestamp, and the object's creation time); the newest event is the one reported."""
-    from longalign.training.launcher.watch import observe
-
     def event(message, **times):
         meta = {"creationTimestamp": times.pop("creationTimestamp")} if "creationTimestamp" in times else {}
         return {"reason": "FailedScheduling", "message": message, "involvedObject": {"name": "pod-0"},
@@ -219,3 +218,56 @@ def test_the_latest_warning_is_the_one_reported_whichever_time_field_it_has(key)
     seen = observe("TrainJob", "job", None, [], [newest, undated] + older)
     assert seen.waiting == "pod-0: FailedScheduling: newest"
     assert observe("TrainJob", "job", None, [], older[::-1] + [undated]).waiting == "pod-0: FailedScheduling: renewed"
+
+
+def _pod(name, phase, waiting=None, init=False):
+    """A Pod as the kubernetes client returns it (model objects, snake_case attributes)."""
+    from kubernetes import client
+
+    statuses = None
+    if waiting:
+        statuses = [client.V1ContainerStatus(name="node", image="img", image_id="", ready=False, restart_count=0,
+                                             state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(
+                                                 reason=waiting[0], message=waiting[1])))]
+    status = client.V1PodStatus(phase=phase, container_statuses=None if init else statuses,
+                                init_container_statuses=statuses if init else None)
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), status=status)
+
+
+@pytest.mark.parametrize("phases,line,started", [
+    ([], "created (no pods yet)", False),
+    (["Pending", "Pending"], "pods pending (0/2 pods running)", False),
+    (["Running", "Pending", "Succeeded"], "running (1/3 pods running, 1 finished)", True),
+    (["Succeeded", "Succeeded"], "succeeded (0/2 pods running, 2 finished)", True),
+    (["Succeeded", "Failed"], "failed (0/2 pods running, 2 finished)", True),
+    (["Failed", "Pending"], "pods pending (0/2 pods running, 1 finished)", True),
+    ([None], "pods pending (0/1 pods running)", False),  # a pod without a phase yet
+])
+def test_the_phase_of_a_job_from_its_pods(phases, line, started):
+    pods = [_pod(f"job-node-0-{i}", phase) for i, phase in enumerate(phases)]
+    seen = observe("trainjob", "job", None, pods, [])
+    assert (seen.line(), seen.started, seen.fatal, seen.waiting) == (line, started, "", "")
+
+
+def test_what_stops_a_job_from_starting_and_what_only_delays_it():
+    pull = ("ImagePullBackOff", 'Back-off pulling image "img:1"')
+    stuck = _pod("job-node-0-0", "Pending", waiting=pull, init=True)
+    waiting = _pod("job-node-0-1", "Pending", waiting=("ContainerCreating", ""))  # resolves by waiting
+    refused = {"reason": "TrainJobResourcesCreationFailed", "message": "denied", "involvedObject": {"name": "job"},
+               "lastTimestamp": "2026-01-01T00:00:01Z"}
+    delays = [{"reason": reason, "message": f"{reason} text", "involvedObject": {"name": "job-node-0-1"},
+               "lastTimestamp": f"2026-01-01T00:00:0{i + 2}Z"}
+              for i, reason in enumerate(["FailedScheduling", "FailedCreate", "FailedMount", "FailedAttachVolume",
+                                          "BackOff", "Failed"])]
+    other = {"reason": "Pulled", "message": "pulled", "involvedObject": {"name": "job-node-0-1"},
+             "lastTimestamp": "2026-01-01T00:00:09Z"}  # a Normal-kind reason never counts
+    seen = observe("trainjob", "job", {"kind": "JobSet"}, [stuck, waiting], [refused, *delays, other])
+    assert seen.fatal == 'pod job-node-0-0: ImagePullBackOff: Back-off pulling image "img:1"'  # the pod's own
+    assert seen.waiting == "job-node-0-1: Failed: Failed text"  # the newest delaying event
+    assert observe("trainjob", "job", None, [waiting], [refused]).fatal == "job: TrainJobResourcesCreationFailed: denied"
+    for event in delays:
+        expected = f"job-node-0-1: {event['reason']}: {event['message']}"
+        assert observe("trainjob", "job", None, [waiting], [event]).waiting == expected
+    assert observe("trainjob", "job", None, [waiting], [other]).waiting == ""
+    no_message = _pod("job-node-0-2", "Pending", waiting=("ErrImagePull", None))
+    assert observe("trainjob", "job", None, [no_message], []).fatal == "pod job-node-0-2: ErrImagePull"

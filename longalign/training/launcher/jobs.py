@@ -82,8 +82,7 @@ def job_status(kind: str, obj: dict[str, Any]) -> JobStatus:
     if "Suspended" in by_type:
         c = by_type["Suspended"]
         return JobStatus("suspended", c.get("reason") or "", c.get("message") or "")
-    if kind == "pytorchjob" and ("Running" in by_type or "Restarting" in by_type):
-        return JobStatus("running")
+    # any other true condition (Created, JobSet's, PyTorchJob's Running or Restarting): running
     return JobStatus("pending" if not conditions else "running")
 
 
