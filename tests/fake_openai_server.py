@@ -5,7 +5,7 @@ It serves canned replies (a function of the request's messages), checks the bear
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
 a dropped connection, a malformed body, an empty choice list, well-formed JSON that is not a
 chat completion (a list, a string, null, an object without ``choices``, a choice whose message is
-not an object), 400, 401, 403 and 404. Like real
+not an object, JSON nested too deep to parse), 400, 401, 403 and 404. Like real
 providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
 ``400_echo`` / ``403_echo`` repeat it in full and partly masked. It records every request it
 received (time, outcome, body size in bytes) and the largest number of requests in flight at once.
@@ -92,7 +92,8 @@ class FakeOpenAI:
     slow_seconds: float = 2.0
     finish_reason: str = "stop"
     # Faults for the next requests, in arrival order: "429", "500", "slow", "drop", "malformed",
-    # "empty_choices", one of NOT_COMPLETIONS, "400", "401", "404" (None lets a request through).
+    # "empty_choices", "too_deep", one of NOT_COMPLETIONS, "400", "401", "404" (None lets a request
+    # through).
     faults: deque = field(default_factory=deque)
     # Or a function of the request's messages and how often that request was seen before.
     fault_for: Callable[[list[dict], int], str | None] | None = None
@@ -215,6 +216,8 @@ class FakeOpenAI:
             handler.connection.shutdown(2)  # closes the socket without any response
         elif fault == "malformed":
             self._send_json(handler, 200, b'{"id": "x", "choices": [{"message": ')
+        elif fault == "too_deep":  # valid JSON nested deeper than any parser's recursion limit
+            self._send_json(handler, 200, b"[" * 100_000 + b"]" * 100_000)
         elif fault in NOT_COMPLETIONS:
             self._send_json(handler, 200, json.dumps(NOT_COMPLETIONS[fault]).encode())
         else:

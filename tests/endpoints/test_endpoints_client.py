@@ -57,9 +57,10 @@ def test_transient_faults_are_retried_until_the_reply_arrives(server):
 
 
 def test_json_that_is_not_a_chat_completion_is_retried_as_malformed(server):
-    # 200 replies whose JSON is a list, a string, null, an object without choices, or a choice
-    # whose message is not an object: each is retried (never an exception out of the batch)
-    faults = list(NOT_COMPLETIONS)
+    # 200 replies whose JSON is a list, a string, null, an object without choices, a choice whose
+    # message is not an object, or nested too deep to parse: each is retried (never an exception
+    # out of the batch)
+    faults = list(NOT_COMPLETIONS) + ["too_deep"]
     server.faults.extend(faults)
     client = _client(server, concurrency=1, max_retries=len(faults))
     (body,) = _bodies(client, 1)
