@@ -147,10 +147,9 @@ def prepare(group: Group) -> Path:
         f"only_mutate = {_toml_list(group.sources)}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}\n"
         'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider"]\n'
-        # a mutant whose tests run over (their measured time + 5 s) x 8 of wall time counts as a
-        # timeout (killed). Not tighter: on a shared machine a niced run can be slowed a lot, and a
-        # timeout is counted as a kill. Tests that wait on a loop have deadlines of their own
-        # (kube_fake.make: 10 s) so a mutant that breaks the loop fails them well before this.
+        # a mutant whose tests use over (their measured time + 5 s) x 16 CPU seconds counts as a
+        # timeout (killed); see MUTMUT for the wall-clock limit. Tests that wait in a loop have
+        # deadlines of their own (kube_fake.make: 10 s), so a mutant that breaks the loop fails them.
         "timeout_multiplier = 8.0\n"
         "timeout_constant = 5.0\n"
         "use_git_change_detection = false\n")
@@ -187,7 +186,7 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
            "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.monotonic()
     cpu_before = _children_cpu()
-    args = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *group.functions]
+    args = [sys.executable, "-c", MUTMUT, "run", "--max-children", str(jobs), *group.functions]
     stopped = False
     with open(work / "mutmut-run.log", "w") as out:
         # its own session: at the budget, mutmut and its forked test processes are stopped together
@@ -235,6 +234,23 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     for (status, function), n in sorted(other.items()):
         log(f"  {status}: {function} ({n} mutants)")
     return row
+
+
+# mutmut 3.8.1 stops a mutant's test run at a CPU-time limit (setrlimit: robust) and at a wall-clock
+# limit of half of it (not robust: on a shared machine a niced run can get a few percent of a core,
+# and a timeout is counted as a kill). This runs mutmut with the wall-clock limit WALL_FACTOR times
+# longer: a mutant that spins is still stopped by the CPU limit, one that sleeps in a loop by its
+# test's own deadline, and the wall limit is only the last resort.
+WALL_FACTOR = 6
+MUTMUT = f"""
+import sys
+import mutmut.workers.isolation as isolation
+_register = isolation.register_timeout
+isolation.register_timeout = lambda pid, seconds: _register(pid, seconds * {WALL_FACTOR})
+from mutmut.__main__ import cli
+sys.argv[0] = "mutmut"
+cli()
+"""
 
 
 def _children_cpu() -> float:
@@ -326,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop each group after this many minutes (its unfinished mutants are reported as "
                              "'not checked' and the group as partial); default: no limit")
     args = parser.parse_args(argv)
-    chosen = [g for g in GROUPS if not args.group or g.name in args.group]
+    by_name = {g.name: g for g in GROUPS}
+    chosen = [by_name[n] for n in dict.fromkeys(args.group)] if args.group else list(GROUPS)  # in the order given
     rows = {r["group"]: r for r in previous_rows(args.report)}
     for group in chosen:
         commit = _commit()  # the code each group copies, taken when it starts
