@@ -253,3 +253,12 @@ def test_llama2_inst_last_turn_only_and_middle_truncation_keep_the_last_turn(tok
     assert target_runs(tokenizer, cut) == [last + tokenizer.eos_token]
     bad = encode_one(tokenizer, chat(("assistant", "Hi")), chat_template="llama2-inst")
     assert isinstance(bad, Skipped) and bad.id == "x"
+
+
+def test_the_template_name_recorded_for_training(tokenizer):
+    """The packed data records which template rendered it (the training stage reads it back): the
+    name of a named template, "jinja" for one given as Jinja text."""
+    jinja = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    names = {spec: ChatEncoder(tokenizer, 64, chat_template=spec).template_name
+             for spec in ("tokenizer", "llama2-inst", "chatml", jinja)}
+    assert names == {"tokenizer": "tokenizer", "llama2-inst": "llama2-inst", "chatml": "chatml", jinja: "jinja"}
