@@ -47,36 +47,25 @@ class Group:
     tests: tuple[str, ...]
     functions: tuple[str, ...] = ()  # mutant name globs (module.function); empty: every function
     extra: tuple[str, ...] = field(default=())  # further files the tests read (copied along)
-    # Python lines run once in mutmut's fork server (through the scratch copy's tests/conftest.py),
-    # so that every mutant's forked test run starts with these imports and disk caches warm
-    # instead of paying for them again (transformers alone takes about 3 s to import).
-    preload: tuple[str, ...] = field(default=())
 
-
-_TOKENIZER = ("import transformers", "from longalign.models import load_tokenizer",
-              "load_tokenizer('embedded:tiny')")
-_MODEL = ("import transformers", "import transformers.models.llama.modeling_llama")
 
 GROUPS = (
     Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py"),
           ("tests/packing/test_packing_plan.py", "tests/packing/test_packing_encode.py",
-           "tests/packing/test_packing_properties.py"),
-          preload=_TOKENIZER),
+           "tests/packing/test_packing_properties.py")),
     Group("loss", "training loss (LongAlign's weighted packed loss)", ("longalign/training/loss.py",),
-          ("tests/training/test_training_loss.py",), preload=_MODEL),
+          ("tests/training/test_training_loss.py",)),
     Group("schedule-attention", "learning-rate schedule and packed attention",
           ("longalign/training/schedule.py", "longalign/training/attention.py"),
-          ("tests/training/test_training_schedule.py", "tests/training/test_training_attention.py"),
-          preload=_MODEL),
+          ("tests/training/test_training_schedule.py", "tests/training/test_training_attention.py")),
     Group("io", "atomic outputs and file helpers", ("longalign/io.py",), ("tests/test_io.py",)),
     Group("endpoints", "endpoint client: retry, journal, redaction, failure rule",
           ("longalign/endpoints/client.py", "longalign/endpoints/retry.py", "longalign/endpoints/journal.py",
            "longalign/endpoints/failures.py"),
           ("tests/endpoints/test_endpoints_client.py", "tests/endpoints/test_endpoints_retry.py",
-           "tests/endpoints/test_endpoints_journal.py", "tests/endpoints/test_endpoints_failures.py"),
-          preload=("import openai",)),
+           "tests/endpoints/test_endpoints_journal.py", "tests/endpoints/test_endpoints_failures.py")),
     Group("judge", "LongBench-Chat judge: rating parse and means", ("longalign/scoring/judge.py",),
-          ("tests/scoring/test_scoring_longbench.py",), preload=("import openai",) + _TOKENIZER),
+          ("tests/scoring/test_scoring_longbench.py",)),
     Group("dedup", "sourcing: exact and near-duplicate removal",
           ("longalign/sourcing/neardup.py", "longalign/sourcing/stage.py"),
           # the tests that check exact and near-duplicate removal (the other sourcing tests run the
@@ -85,37 +74,13 @@ GROUPS = (
            "tests/sourcing/test_sourcing_filters.py::test_minhash_lsh_finds_edited_copies_only",
            "tests/sourcing/test_sourcing_filters.py::test_stage_counts_quality_and_near_duplicate_rejections",
            "tests/sourcing/test_sourcing_stage.py::test_bad_inputs_are_counted_and_the_run_continues"),
-          functions=("longalign.sourcing.neardup.*", "longalign.sourcing.stage.xǁ_Runǁ_new_digest__mutmut_*"),
-          preload=("import pyarrow.parquet",) + _TOKENIZER),
+          functions=("longalign.sourcing.neardup.*", "longalign.sourcing.stage.xǁ_Runǁ_new_digest__mutmut_*")),
     Group("launcher", "training launcher: job status and what a job is doing",
           ("longalign/training/launcher/jobs.py", "longalign/training/launcher/watch.py"),
           ("tests/training/test_training_launcher_watch.py", "tests/training/test_training_launcher_api.py"),
           functions=("longalign.training.launcher.jobs.x_job_status__mutmut_*",
-                     "longalign.training.launcher.watch.*"),
-          preload=("import kubernetes.client",)),
+                     "longalign.training.launcher.watch.*")),
 )
-
-
-# Appended to the scratch copy's tests/conftest.py: a mutant's tests run fastest first (by the
-# times mutmut measured in its clean run), so that the first failing test (mutmut runs pytest -x)
-# comes as early as it can; the suite's own ordering hook runs before.
-FAST_FIRST = """
-
-# added by bench/mutation.py: a mutant's tests run fastest first
-def _fast_first(items, _before=pytest_collection_modifyitems):
-    import json as _json
-
-    _before(items)
-    try:
-        with open("mutmut-stats.json", encoding="utf-8") as _f:
-            _took = _json.load(_f)["duration_by_test"]
-    except (OSError, ValueError, KeyError):
-        return
-    items.sort(key=lambda item: _took.get(item.nodeid, 0.0))
-
-
-pytest_collection_modifyitems = _fast_first
-"""
 
 
 def _toml_list(items) -> str:
@@ -132,11 +97,6 @@ def prepare(group: Group) -> Path:
     shutil.copytree(ROOT / "longalign", work / "longalign", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     shutil.copy2(ROOT / "setup.cfg", work / "setup.cfg")  # the pytest settings
-    with open(work / "tests" / "conftest.py", "a", encoding="utf-8") as conftest:
-        conftest.write(FAST_FIRST)
-        if group.preload:
-            conftest.write("\n\n# added by bench/mutation.py: warm imports and caches once in mutmut's fork server\n"
-                           + "".join(f"{line}\n" for line in group.preload))
     for extra in group.extra:
         target = work / extra
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -236,17 +196,20 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     return row
 
 
-# mutmut 3.8.1 stops a mutant's test run at a CPU-time limit (setrlimit: robust) and at a wall-clock
-# limit of half of it (not robust: on a shared machine a niced run can get a few percent of a core,
-# and a timeout is counted as a kill). This runs mutmut with the wall-clock limit WALL_FACTOR times
+# mutmut 3.8.1 forks each mutant's test run from its own process (which ran the tests once for
+# coverage, so imports are warm and the tests run fastest first) and stops it at a CPU-time limit
+# (setrlimit: robust) and at a wall-clock limit of half of it (not robust: on a shared machine a
+# niced run can get a few percent of a core, and a timeout is counted as a kill). This runs mutmut with the wall-clock limit WALL_FACTOR times
 # longer: a mutant that spins is still stopped by the CPU limit, one that sleeps in a loop by its
 # test's own deadline, and the wall limit is only the last resort.
-WALL_FACTOR = 6
+WALL_FACTOR = 4
 MUTMUT = f"""
 import sys
 import mutmut.workers.isolation as isolation
 _register = isolation.register_timeout
-isolation.register_timeout = lambda pid, seconds: _register(pid, seconds * {WALL_FACTOR})
+def _longer(pid, timeout_s):
+    return _register(pid, timeout_s * {WALL_FACTOR})
+isolation.register_timeout = _longer
 from mutmut.__main__ import cli
 sys.argv[0] = "mutmut"
 cli()
