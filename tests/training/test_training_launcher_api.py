@@ -98,6 +98,8 @@ def test_pytorchjob_fallback_on_its_own_api_path_and_labels(kube):
     assert fake.requests[0][1] == f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
     assert f"[{name}-master-0] master says hi" in lines
     assert not any("worker noise" in line for line in lines)
+    # the phase comes from the operator's pods (their labels, not JobSet's)
+    assert f"[launcher] {name}: running (2/2 pods running)" in lines, lines
 
 
 def test_existing_job_of_the_same_run_is_adopted_and_a_failed_one_replaced(kube):
