@@ -307,6 +307,8 @@ def _cond(ctype, status="True", reason="", message=""):
     ("trainjob", [_cond("Succeeded", reason="PyTorchJobSucceeded")], ("running", "", "")),  # not a TrainJob's end
     ("trainjob", [_cond("Suspended", reason="Suspended"), _cond("Failed", reason="DeadlineExceeded")],
      ("failed", "DeadlineExceeded", "")),
+    ("trainjob", [{"type": "Failed", "status": "True"}], ("failed", "", "")),  # no reason or message given
+    ("trainjob", [{"type": "Suspended", "status": "True"}], ("suspended", "", "")),
     ("pytorchjob", [_cond("Created"), _cond("Running", "False"), _cond("Restarting", reason="PyTorchJobRestarting")],
      ("running", "", "")),
     ("pytorchjob", [_cond("Running", "False"), _cond("Succeeded", reason="PyTorchJobSucceeded", message="done")],

@@ -269,5 +269,7 @@ def test_what_stops_a_job_from_starting_and_what_only_delays_it():
         expected = f"job-node-0-1: {event['reason']}: {event['message']}"
         assert observe("trainjob", "job", None, [waiting], [event]).waiting == expected
     assert observe("trainjob", "job", None, [waiting], [other]).waiting == ""
+    bare = {"reason": "FailedScheduling", "involvedObject": {"name": "job-node-0-1"}}  # no message, no time
+    assert observe("trainjob", "job", None, [waiting], [bare]).waiting == "job-node-0-1: FailedScheduling:"
     no_message = _pod("job-node-0-2", "Pending", waiting=("ErrImagePull", None))
     assert observe("trainjob", "job", None, [no_message], []).fatal == "pod job-node-0-2: ErrImagePull"
