@@ -82,6 +82,45 @@ def test_word_hashes_are_case_insensitive_and_split_on_punctuation() -> None:
     assert len(shingle_hashes("", 5)) == 0
 
 
+def test_word_characters_are_ascii_letters_digits_underscore_and_non_ascii() -> None:
+    def words(text: str) -> int:
+        return len(word_hashes(text))
+
+    assert words("0 9 a z _ \u00e9") == 6  # each one word: the edges of every class
+    assert words("0a9z_\u00e9") == 1
+    assert words("a/b:c`d{e^f@g[h") == 8  # the characters next to each class split words
+    assert words("bad \ud800 text") == 2  # a lone surrogate (undecodable input) is replaced, not fatal
+
+
+def test_long_documents_are_signed_in_chunks_like_in_one_batch() -> None:
+    """A document with more shingles than one update takes (CHUNK) gets the signature datasketch
+    gives for all its shingles at once."""
+    from datasketch import MinHash
+
+    from longalign.sourcing.neardup import CHUNK
+
+    text = " ".join(f"w{i}" for i in range(10 * CHUNK))  # about one shingle in 4 is kept
+    shingles = shingle_hashes(text, 5)
+    assert len(shingles) > 2 * CHUNK
+    reference = MinHash(num_perm=64, seed=3, hashfunc=int, scheme="affine64")
+    reference.update_batch(shingles)
+    signed = NearDuplicates(0.8, num_perm=64, seed=3).signature(text)
+    assert list(signed.hashvalues) == list(reference.hashvalues)
+
+
+def test_a_signature_computed_by_a_map_worker_decides_like_the_text() -> None:
+    """The parallel map step sends the signature's hash values instead of the text; the index
+    must decide on those values (the text is not looked at again)."""
+    rng = np.random.default_rng(4)
+    original, other = prose(rng, 2000), prose(rng, 2000)
+    worker = NearDuplicates(0.8)  # the same settings in another process
+    index = NearDuplicates(0.8)
+    assert index.check_and_add(original, "orig", worker.signature(original).hashvalues) is None
+    assert index.check_and_add(other, "copy", worker.signature(original).hashvalues) == "orig"
+    assert index.check_and_add(original, "other", worker.signature(other).hashvalues) is None
+    assert index.count == 2
+
+
 def test_minhash_lsh_finds_edited_copies_only() -> None:
     rng = np.random.default_rng(1)
     original = prose(rng, 3000)
