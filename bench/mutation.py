@@ -112,7 +112,7 @@ def prepare(group: Group) -> Path:
         'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider"]\n'
         # a mutant whose tests use over (their measured time + 5 s) x 16 CPU seconds counts as a
         # timeout (killed); see MUTMUT for the wall-clock limit. Tests that wait in a loop have
-        # deadlines of their own (kube_fake.make: 10 s), so a mutant that breaks the loop fails them.
+        # deadlines of their own (kube_fake.make: 30 s), so a mutant that breaks the loop fails them.
         "timeout_multiplier = 8.0\n"
         "timeout_constant = 5.0\n"
         "use_git_change_detection = false\n")

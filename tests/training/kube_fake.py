@@ -195,10 +195,11 @@ class FakeKube:
 
 
 def make(kind="trainjob", **extra):
-    # 10 s: a correct launcher ends these scripted jobs in well under a second; a broken one
-    # fails its test at this deadline instead of hanging (mutation testing runs many such)
+    # 30 s: a correct launcher ends these scripted jobs in about a second; a broken one fails its
+    # test at this deadline instead of hanging (mutation testing runs many such). Not shorter: a
+    # loaded machine (and mutmut's tracing) can make a one-second job take ten.
     cfg = parse_launcher_config({"kind": kind, "namespace": NS, "poll_seconds": 0.05,
-                                 "timeout_seconds": 10, **extra})
+                                 "timeout_seconds": 30, **extra})
     name = job_name("run-7", cfg.name_prefix)
     m = build_manifest(cfg, name=name, namespace=NS, run_id="run-7", image="img:1",
                        training=TrainingConfig().model_dump(mode="json"), base_model="embedded:tiny")

@@ -41,7 +41,7 @@ def deletes(fake):
 
 def test_a_job_that_never_gets_pods_fails_at_the_start_deadline_with_the_warning(kube):
     fake, api = kube
-    cfg, name, m = make(start_timeout_seconds=1, poll_seconds=0.1, timeout_seconds=10)
+    cfg, name, m = make(start_timeout_seconds=1, poll_seconds=0.1)
     fake.scripts[name] = [CREATED]
     fake.pods.append(trainjob_pod(f"{name}-node-0-0-q7x2k", name, phase="Pending"))
     fake.events.append(warning("FailedScheduling", UNSCHEDULABLE, "Pod", f"{name}-node-0-0-q7x2k"))
@@ -58,7 +58,7 @@ def test_a_job_that_never_gets_pods_fails_at_the_start_deadline_with_the_warning
 
 def test_refused_resources_fail_at_once_with_the_trainer_event(kube):
     fake, api = kube
-    cfg, name, m = make(start_timeout_seconds=10, timeout_seconds=10)
+    cfg, name, m = make(start_timeout_seconds=30)
     fake.scripts[name] = [None]
     message = ("admission webhook \"vjobset.kb.io\" denied the request: spec.replicatedJobs[0]: "
                "Invalid value: ...: must be no more than 63 characters")
@@ -67,7 +67,7 @@ def test_refused_resources_fail_at_once_with_the_trainer_event(kube):
     with pytest.raises(JobStartFailed, match="cannot start: .*TrainJobResourcesCreationFailed: admission "
                        "webhook \"vjobset.kb.io\" denied the request"):
         KubeJobs(cfg, api, NS, lambda s: None).run(m)
-    assert time.monotonic() - started < 5  # at the first look, not at the start deadline
+    assert time.monotonic() - started < 15  # at the first look, not at the start deadline
 
 
 @pytest.mark.parametrize("reason,where", [("ErrImagePull", "waiting"), ("ImagePullBackOff", "waiting"),
@@ -76,7 +76,7 @@ def test_an_image_pull_failure_fails_with_the_kubelet_message(kube, reason, wher
     """In the main container or in an init container (a pod whose init image cannot be pulled
     stays Pending for ever just the same)."""
     fake, api = kube
-    cfg, name, m = make(start_timeout_seconds=10, timeout_seconds=10)
+    cfg, name, m = make(start_timeout_seconds=30)
     fake.scripts[name] = [CREATED]
     pull = 'Back-off pulling image "registry.example/longalign-cuda:0.1.0-0123456789ab"'
     fake.pods.append(trainjob_pod(f"{name}-node-0-0-a1b2c", name, phase="Pending") | {where: (reason, pull)})
