@@ -52,6 +52,12 @@ def recall_lengths(config: ScoringConfig) -> list[int]:
     return sorted(set(config.recall_lengths)) if config.recall_lengths else [max(config.lengths)]
 
 
+def haystack_lengths(config: ScoringConfig) -> list[int]:
+    """The lengths the RULER-style needle and recall suites will build (not LongAlign's needle)."""
+    used = list(config.lengths) if "ruler-needle" in config.suites else []
+    return used + (recall_lengths(config) if "recall" in config.suites else [])
+
+
 def needle_grid(config: ScoringConfig, window: int | None) -> tuple[list[int], list[float]]:
     """LongAlign's needle lengths and depths: the configured ones, else the reference grid with the
     lengths capped where a prompt plus the answer still fit the model's ``window``."""
@@ -69,8 +75,8 @@ def haystack_tokens(config: ScoringConfig) -> int:
     """Tokens of haystack text to read: enough for the longest prompt of any offline suite."""
     lengths, _ = _check(config)
     needle = config.needle_lengths or [REFERENCE_LENGTHS[1]]
-    return max(lengths + (list(needle) if "needle" in config.suites else [])
-               + (recall_lengths(config) if "recall" in config.suites else []))
+    return max(haystack_lengths(config) + (list(needle) if "needle" in config.suites else []),
+               default=max(lengths))
 
 
 def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
@@ -78,7 +84,7 @@ def build_cases(config: ScoringConfig, tokenizer, source: HaystackSource,
     """All cases of the configured suites, calibrated to ``tokenizer`` (``window``: the model's
     context, which caps LongAlign's default needle grid)."""
     lengths, depths = _check(config)
-    wanted = list(lengths) + (recall_lengths(config) if "recall" in config.suites else [])
+    wanted = haystack_lengths(config) or list(lengths)
     if "needle" in config.suites:
         needle_lengths, needle_depths = needle_grid(config, window)
         wanted += needle_lengths
@@ -143,10 +149,11 @@ def check_fits(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     window = endpoint.context if endpoint is not None else None  # longbench_chat.context is not a window
     if window is None and endpoint is None:
         window = _model_context(spec)
-    recall = recall_lengths(config) if "recall" in config.suites else []
-    longest = max(config.lengths + recall)
-    key = "scoring.lengths" if longest in config.lengths else "scoring.recall_lengths"
-    if window is not None and longest + config.max_new_tokens > window:
+    used = haystack_lengths(config)
+    longest = max(used, default=0)
+    from_ruler = "ruler-needle" in config.suites and longest in config.lengths
+    key = "scoring.recall_lengths" if config.recall_lengths and not from_ruler else "scoring.lengths"
+    if window is not None and used and longest + config.max_new_tokens > window:
         raise UserError(f"{key}: the longest haystack ({longest} tokens) plus "
                         f"scoring.max_new_tokens ({config.max_new_tokens}) exceeds the {window}-token "
                         f"window of {spec}; lower {key}")
@@ -253,7 +260,7 @@ def score(config: ScoringConfig, model: str | os.PathLike, output: str | os.Path
     StageResult.
     """
     start = time.monotonic()
-    lengths, _ = _check(config)
+    _check(config)  # bad lengths or depths fail before any work
     specs = {"model": str(model)}
     if config.compare_base and base_model:
         specs["base"] = str(base_model)

@@ -189,3 +189,20 @@ def test_contamination_guard_refuses_or_marks_a_suite_sharing_a_training_format(
     (checkpoint / "stats.json").write_text(json.dumps({"data_tasks": {"general": 5, "needle": 0}}))
     assert guard(["recall", "needle"], str(checkpoint), "refuse")["shared"] == []
     assert guard(["recall"], "embedded:tiny", "refuse") == {"data_tasks": None, "shared": [], "mode": "refuse"}
+
+
+def test_only_the_lengths_a_suite_uses_are_checked_against_the_window():
+    """The window check counts ruler-needle's `lengths` only when that suite runs, and recall's own
+    `recall_lengths` when given, and names the option to lower."""
+    from longalign.scoring.stage import check_fits
+
+    source = load_source(None, 1200)
+    unused = ScoringConfig(suites=["recall"], lengths=[100000], recall_lengths=[700], recall_samples=1)
+    check_fits(unused, "model", "embedded:tiny", source)  # 100,000 > the tiny model's 16,384: unused
+    cases = [(ScoringConfig(suites=["ruler-needle", "recall"], lengths=[100000], recall_lengths=[700]),
+              "scoring.lengths"),
+             (ScoringConfig(suites=["recall"], recall_lengths=[100000]), "scoring.recall_lengths"),
+             (ScoringConfig(suites=["recall"], lengths=[100000]), "scoring.lengths")]
+    for config, key in cases:
+        with pytest.raises(UserError, match=rf"^{key}: .* lower {key}$"):
+            check_fits(config, "model", "embedded:tiny", source)
