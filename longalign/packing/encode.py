@@ -162,7 +162,7 @@ class ChatEncoder:
 
     @property
     def backend(self) -> Any:
-        """The Rust tokenizer that encodes the rendered chats (:func:`rust_backend`)."""
+        """The Rust tokenizer that encodes the rendered chats (:class:`RustBackend`)."""
         return self._rust.get()
 
     def _render(self, messages: list[dict], generation: bool = False,
