@@ -78,7 +78,7 @@ def test_stage_sends_the_user_templates(corpus, tmp_path, monkeypatch, scripted_
         (folder / f"{task}.txt").write_text("MY-QUESTIONS\n{document}")
     (folder / "answer.txt").write_text("MY-ANSWER {question}\n{document}")
     teacher = scripted_teacher(lambda p: "A short answer." if p.startswith("MY-ANSWER") else "1. What is it?")
-    monkeypatch.setattr(stage, "make_teacher", lambda *args: teacher)
+    monkeypatch.setattr(stage, "make_teacher", lambda *args, **kwargs: teacher)
     config = GenerationConfig(teacher="local", teacher_documents=1, prompts_dir=str(folder))
     stats = generate(config, corpus, tmp_path / "out")
     assert [chat[0]["content"].split()[0] for chat in teacher.prompts] == ["MY-QUESTIONS", "MY-ANSWER"]

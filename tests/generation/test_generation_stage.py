@@ -104,7 +104,7 @@ def test_existing_output_needs_overwrite(corpus, tmp_path):
 
 
 def test_zero_samples_is_a_user_error_with_reasons(corpus, tmp_path, monkeypatch, scripted_teacher):
-    monkeypatch.setattr(stage, "make_teacher", lambda *args: scripted_teacher(lambda p: "no list"))
+    monkeypatch.setattr(stage, "make_teacher", lambda *args, **kwargs: scripted_teacher(lambda p: "no list"))
     config = GenerationConfig(teacher="local", teacher_documents=None, synthetic_per_document=0)
     with pytest.raises(UserError, match="no teacher sample came out of 5 documents.*no_question=5"):
         generate(config, corpus, tmp_path / "out")
@@ -118,7 +118,7 @@ def test_local_mode_mixes_teacher_and_synthetic_samples(corpus, tmp_path, monkey
         return "1. Why did the council meet?\n2. What did the merchants trade?"
 
     teacher = scripted_teacher(reply)
-    monkeypatch.setattr(stage, "make_teacher", lambda *args: teacher)
+    monkeypatch.setattr(stage, "make_teacher", lambda *args, **kwargs: teacher)
     config = GenerationConfig(teacher="local", teacher_documents=2, synthetic_per_document=1)
     stats = generate(config, corpus, tmp_path / "out")
     assert stats["documents"]["teacher"] == 2
@@ -151,7 +151,7 @@ def test_local_teacher_replies_are_journaled_and_reused(corpus, tmp_path, monkey
         return "Taxes." if "Question:" in prompt else "1. Why did the council meet?\n2. What did merchants trade?"
 
     teachers = [scripted_teacher(reply) for _ in range(3)]
-    monkeypatch.setattr(stage, "make_teacher", lambda *args: teachers.pop(0))
+    monkeypatch.setattr(stage, "make_teacher", lambda *args, **kwargs: teachers.pop(0))
     config = GenerationConfig(teacher="local", teacher_documents=2)
     first = generate(config, corpus, tmp_path / "out")
     (journal,) = journal_home.iterdir()
