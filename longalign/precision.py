@@ -2,8 +2,8 @@
 
 Recent x86 server CPUs multiply bf16 in hardware (Intel AMX, AVX512-BF16); PyTorch's oneDNN
 kernels then run bf16 matrix products several times faster than fp32 (measured on a 2-core Xeon
-with AMX: 333 vs 74 GFLOP/s for a 2048x576x1536 product; a SmolLM2 training step 2.5x faster,
-a 2k-token prefill 3x). Elsewhere bf16 is emulated and slower than fp32, so each stage's
+with AMX: 333 vs 74 GFLOP/s for a 2048x576x1536 product; the training stage's 4k-token SmolLM2
+step 1.6x faster, a 2k-token prefill 3x). Elsewhere bf16 is emulated and slower than fp32, so each stage's
 ``cpu_bf16`` option asks for bf16 and gets it only where the CPU has one of these features.
 """
 
