@@ -294,7 +294,8 @@ def test_judge_rejecting_the_key_is_a_user_error(tmp_path, shared_lbc, fake_open
         server.server_close()
 
 
-def test_unreachable_judge_leaves_questions_unjudged_and_the_report_says_so(tmp_path, shared_lbc, monkeypatch):
+def test_unreachable_judge_leaves_questions_unjudged_and_the_report_says_so(tmp_path, shared_lbc, monkeypatch,
+                                                                             caplog):
     import socket
 
     from longalign.config import ScoringConfig
@@ -310,7 +311,10 @@ def test_unreachable_judge_leaves_questions_unjudged_and_the_report_says_so(tmp_
     config = LongBenchChatConfig(data=str(tmp_path / "data"), judge=judge, judge_retries=1,
                                  cache_dir=str(tmp_path / "cache"))
     endpoint = judge_endpoint(config)
-    out = run_suite(load_benchmark(config), Scripted({1: "ANSWER 8", 2: "ANSWER 6"}), endpoint, config, seed=0)
+    with caplog.at_level(logging.WARNING, logger="longalign"):
+        out = run_suite(load_benchmark(config), Scripted({1: "ANSWER 8", 2: "ANSWER 6"}), endpoint, config, seed=0)
+    for idx, run in [(1, 0), (1, 1), (2, 0), (2, 1)]:  # each unjudged run is named, with its calls and why
+        assert f"LongBench-Chat question {idx} run {run}: unjudged after 2 judge call(s) (call_failed)" in caplog.text
     assert out["score"] is None and out["unjudged"] == 2 and out["reference_sum"] is None
     assert out["statuses"] == {"call_failed": 4} and out["judge_usage"]["failed"] == 8
     assert all(p.stat().st_size == 0 for p in (tmp_path / "cache").rglob("*.jsonl"))  # failures are not journaled
