@@ -74,6 +74,7 @@ GROUPS = (
           ("tests/sourcing/test_sourcing_filters.py::test_word_hashes_are_case_insensitive_and_split_on_punctuation",
            "tests/sourcing/test_sourcing_filters.py::test_word_characters_are_ascii_letters_digits_underscore_and_non_ascii",
            "tests/sourcing/test_sourcing_filters.py::test_long_documents_are_signed_in_chunks_like_in_one_batch",
+           "tests/sourcing/test_sourcing_filters.py::test_shingles_are_distinct_per_word_sequence_and_sampled_at_the_given_rate",
            "tests/sourcing/test_sourcing_filters.py::test_a_signature_computed_by_a_map_worker_decides_like_the_text",
            "tests/sourcing/test_sourcing_filters.py::test_minhash_lsh_finds_edited_copies_only",
            "tests/sourcing/test_sourcing_stage.py::test_bad_inputs_are_counted_and_the_run_continues"),

@@ -88,6 +88,7 @@ def test_word_characters_are_ascii_letters_digits_underscore_and_non_ascii() -> 
 
     assert words("0 9 a z _ \u00e9") == 6  # each one word: the edges of every class
     assert words("0a9z_\u00e9") == 1
+    assert words("\u0440") == words("x\u0440y") == 1  # UTF-8 d1 80: the byte 0x80 is a word byte too
     assert words("a/b:c`d{e^f@g[h") == 8  # the characters next to each class split words
     assert words("bad \ud800 text") == 2  # a lone surrogate (undecodable input) is replaced, not fatal
 
@@ -106,6 +107,23 @@ def test_long_documents_are_signed_in_chunks_like_in_one_batch() -> None:
     reference.update_batch(shingles)
     signed = NearDuplicates(0.8, num_perm=64, seed=3).signature(text)
     assert list(signed.hashvalues) == list(reference.hashvalues)
+    short = "only a few words here to be shingled in one small batch of them"  # every shingle counts
+    reference = MinHash(num_perm=64, seed=3, hashfunc=int, scheme="affine64")
+    reference.update_batch(shingle_hashes(short, 5))
+    assert list(NearDuplicates(0.8, num_perm=64, seed=3).signature(short).hashvalues) == list(reference.hashvalues)
+
+
+def test_shingles_are_distinct_per_word_sequence_and_sampled_at_the_given_rate() -> None:
+    """Each run of n words gets its own 64-bit hash (no collisions among 40,000 distinct ones),
+    and sampling keeps about one shingle in ``sample``, the same ones in every document."""
+    text = " ".join(f"w{i}" for i in range(40_000))
+    every = shingle_hashes(text, 5, sample=1)
+    assert len(every) == 40_000 - 4
+    for sample in (2, 4):
+        kept = shingle_hashes(text, 5, sample=sample)
+        assert abs(len(kept) / len(every) - 1 / sample) < 0.02
+        assert set(kept.tolist()) <= set(every.tolist())
+    assert len(shingle_hashes("w1 w2 w3", 5, sample=1)) == 1  # a text shorter than n: one shingle
 
 
 def test_a_signature_computed_by_a_map_worker_decides_like_the_text() -> None:
