@@ -76,7 +76,8 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_nothing_else(tmp_path):
             (tmp_path / f".out.tmp-{dead}-file").write_text("a file, not our folder")
             kept.append(tmp_path / f".out.tmp-{dead}-file")
             assert sorted(remove_stale_temps(out)) == sorted(stale)
-            assert alive.poll() is None  # looking whether a process lives must not signal it
+            with pytest.raises(subprocess.TimeoutExpired):  # looking whether a process lives must not signal it
+                alive.wait(timeout=0.5)
             assert not any(p.exists() for p in stale)
             assert all(p.exists() for p in kept)
             assert (kept[0] / "part.bin").exists()
