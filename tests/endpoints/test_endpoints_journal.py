@@ -3,11 +3,12 @@
 import json
 import logging
 import os
+import re
 import threading
 
 import pytest
 
-from longalign.endpoints import Journal, Reply, request_key
+from longalign.endpoints import Journal, Reply, journal_name, request_key
 from longalign.endpoints.journal import through_journal
 from longalign.errors import UserError
 
@@ -104,3 +105,12 @@ def test_through_journal_serves_what_it_has_and_keeps_only_new_successes(tmp_pat
         through_journal(journal, ["k0", "k1"], send)
         assert journal.served == 3  # counted over the run, not per batch
     assert through_journal(None, ["k0", "k1"], send) and sent[-1] == [0, 1]  # no journal: everything is sent
+
+
+def test_journal_names_separate_unrelated_runs_and_keep_related_ones_together():
+    name = journal_name("teacher-fp", 0, ["doc-a", "doc-b"])
+    assert re.fullmatch(r"requests-[0-9a-f]{16}\.jsonl", name)
+    assert journal_name("teacher-fp", 0, ["doc-a", "doc-b"]) == name  # the same run again: the same file
+    assert len({name, journal_name("teacher-fp", 1, ["doc-a", "doc-b"]), journal_name("other-fp", 0, ["doc-a", "doc-b"]),
+                journal_name("teacher-fp", 0, ["doc-a"])}) == 4  # another seed, teacher or document set: another
+    assert journal_name({"b": 1, "a": 2}) == journal_name({"a": 2, "b": 1})  # key order does not matter
