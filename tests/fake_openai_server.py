@@ -5,7 +5,8 @@ It serves canned replies (a function of the request's messages), checks the bear
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
 a dropped connection, a malformed body, an empty choice list, well-formed JSON that is not a
 chat completion (a list, a string, null, an object without ``choices``, a choice whose message is
-not an object, JSON nested too deep to parse), 400, 401, 403 and 404. Like real
+not an object, JSON nested too deep to parse), a refusal, a reply without finish reason or
+without usage, 400, 401, 403 and 404. Like real
 providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
 ``400_echo`` / ``403_echo`` repeat it in full and partly masked. It records every request it
 received (time, outcome, body size in bytes) and the largest number of requests in flight at once.
@@ -92,8 +93,8 @@ class FakeOpenAI:
     slow_seconds: float = 2.0
     finish_reason: str = "stop"
     # Faults for the next requests, in arrival order: "429", "500", "slow", "drop", "malformed",
-    # "empty_choices", "too_deep", one of NOT_COMPLETIONS, "400", "401", "404" (None lets a request
-    # through).
+    # "empty_choices", "too_deep", one of NOT_COMPLETIONS, "refusal", "no_finish", "no_usage",
+    # "400", "401", "404" (None lets a request through).
     faults: deque = field(default_factory=deque)
     # Or a function of the request's messages and how often that request was seen before.
     fault_for: Callable[[list[dict], int], str | None] | None = None
@@ -224,12 +225,16 @@ class FakeOpenAI:
             if fault == "slow":
                 time.sleep(self.slow_seconds)
             text = self.reply(messages)
+            message = {"role": "assistant", "content": text}
+            if fault == "refusal":  # a model's refusal: no content, the reason in "refusal"
+                message = {"role": "assistant", "content": None, "refusal": "I can't help with that request."}
             choices = [] if fault == "empty_choices" else [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self.finish_reason}]
+                {"index": 0, "message": message, "finish_reason": None if fault == "no_finish" else self.finish_reason}]
             prompt_tokens = sum(len(m["content"].split()) for m in messages)
-            self._send_json(handler, 200, {
-                "id": f"chatcmpl-{key}", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-                          "total_tokens": prompt_tokens + len(text.split())},
-            })
+            reply = {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                     "choices": choices,
+                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                               "total_tokens": prompt_tokens + len(text.split())}}
+            if fault == "no_usage":  # some OpenAI-compatible servers send no token counts
+                del reply["usage"]
+            self._send_json(handler, 200, reply)

@@ -87,6 +87,24 @@ def test_a_reply_that_stays_not_a_chat_completion_is_a_counted_failure(server, f
         check_failures(client.usage, client.config, role="teacher", host=client.host, what="generation.api")
 
 
+def test_refusals_missing_finish_reasons_and_missing_usage_are_read_as_such(server):
+    """A refusal (no content, a ``refusal`` text) is an empty reply finished by the content filter;
+    a reply without finish reason finished normally; one without usage is counted by an estimate
+    from the characters (``chars_per_token``), and the estimate is counted."""
+    server.faults.extend(["refusal", "no_finish", "no_usage"])
+    client = _client(server, concurrency=1, chars_per_token=4.0)
+    bodies = _bodies(client, 4)
+    refused, unfinished, uncounted, normal = client.complete_many(bodies)
+    assert (refused.text, refused.finish_reason, refused.error) == ("", "content_filter", None)
+    assert (unfinished.text, unfinished.finish_reason) == (canned_reply(bodies[1]["messages"]), "stop")
+    text = canned_reply(bodies[2]["messages"])
+    assert uncounted.text == text and uncounted.error is None
+    assert uncounted.prompt_tokens == int(len(bodies[2]["messages"][0]["content"]) / 4.0)
+    assert uncounted.completion_tokens == int(len(text) / 4.0)
+    assert normal.prompt_tokens == len(bodies[3]["messages"][0]["content"].split())
+    assert client.usage.usage_estimated == 1 and client.usage.retries == {} and client.usage.failures == {}
+
+
 def test_retry_after_is_honoured(server):
     server.retry_after = "1"
     server.faults.append("429")
