@@ -81,6 +81,7 @@ class Record:
     authorization: str = ""
     size: int = 0  # bytes of the request body
     prompt: str = ""  # the last message's content
+    body: dict = field(default_factory=dict)  # the request body as received
 
 
 @dataclass
@@ -165,7 +166,7 @@ class FakeOpenAI:
         messages = body.get("messages", [])
         key = body_key(messages)
         record = Record(key=key, start=time.monotonic(), authorization=handler.headers.get("Authorization", ""),
-                        size=len(raw), prompt=messages[-1]["content"] if messages else "")
+                        size=len(raw), prompt=messages[-1]["content"] if messages else "", body=body)
         with self._lock:
             self.records.append(record)
             seen = self._seen.get(key, 0)

@@ -105,6 +105,23 @@ def test_refusals_missing_finish_reasons_and_missing_usage_are_read_as_such(serv
     assert client.usage.usage_estimated == 1 and client.usage.retries == {} and client.usage.failures == {}
 
 
+def test_the_request_body_is_what_the_caller_asked_for(server, tmp_path):
+    client = _client(server, concurrency=1)
+    messages = [{"role": "user", "content": "Say hi. Question: why?"}]
+    client.complete_many([client.body(messages, max_tokens=16, temperature=0.7, seed=7), client.body(messages)])
+    assert [r.body for r in server.records] == [
+        {"model": "fake-teacher", "messages": messages, "temperature": 0.7, "max_tokens": 16, "seed": 7},
+        {"model": "fake-teacher", "messages": messages, "temperature": 0.0}]  # no max_tokens or seed unless given
+    # a client with its own journal keys each request by its body and attempt number
+    journaled = Client(_api(server.url), "fake-teacher", journal_path=tmp_path / "requests.jsonl")
+    server.reset()
+    body = journaled.body(messages)
+    journaled.complete_many([body, body], attempts=[0, 1])  # a deliberate repeat: two requests
+    journaled.complete_many([body, body])  # attempt 0 twice: served from the journal
+    journaled.complete_many([body], attempts=[2])  # a new attempt is sent
+    assert len(server.records) == 3
+
+
 def test_retry_after_is_honoured(server):
     server.retry_after = "1"
     server.faults.append("429")
