@@ -47,3 +47,13 @@ def use_cpu_bf16(wanted: bool, what: str) -> str | None:
     else:
         log.info("%s: bf16 on the CPU (%s)", what, feature)
     return feature
+
+
+def inference_dtype(wanted: bool, what: str):
+    """The dtype to load a local inference model in: ``torch.bfloat16`` on a CPU-only machine whose
+    CPU has native bf16 and ``cpu_bf16`` is asked for, else None (the loader's fp32)."""
+    import torch
+
+    if torch.cuda.is_available() or use_cpu_bf16(wanted, what) is None:
+        return None
+    return torch.bfloat16

@@ -35,18 +35,19 @@ class LocalTeacher:
         import torch
 
         from longalign.models import load_model, load_tokenizer
-        from longalign.precision import use_cpu_bf16
+        from longalign.precision import inference_dtype
 
         start = time.monotonic()
         self.name = f"local:{spec}"
         # bf16 weights where the CPU computes bf16 natively (replies differ from fp32 ones: another key)
-        self.bf16 = not torch.cuda.is_available() and use_cpu_bf16(cpu_bf16, "teacher") is not None
+        dtype = inference_dtype(cpu_bf16, "teacher")
+        self.bf16 = dtype is not None
         self.fingerprint = f"{self.name}|greedy" + ("|bf16" if self.bf16 else "")
         self.tokenizer = load_tokenizer(spec)
         self.tokenizer.padding_side = "left"
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"teacher model {spec!r} has no chat template; use an instruct model")
-        self.model = load_model(spec, dtype=torch.bfloat16 if self.bf16 else None)
+        self.model = load_model(spec, dtype=dtype)
         self.model.eval()
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens

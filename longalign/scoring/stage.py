@@ -31,7 +31,7 @@ from longalign.scoring.ruler_needle import needle_cases as ruler_needle_cases
 from longalign.scoring.remote import OpenAIAnswerer
 from longalign.scoring.verdict import references, verdict, without_signal
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
-from longalign.precision import use_cpu_bf16
+from longalign.precision import inference_dtype
 from longalign.secrets import read_api_key
 
 log = logging.getLogger("longalign")
@@ -166,11 +166,8 @@ def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answer
         log.info("answering with %s at %s", endpoint.model, endpoint.base_url)
         return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens, context=_model_context(spec),
                               what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
-    import torch
-
-    bf16 = not torch.cuda.is_available() and use_cpu_bf16(config.cpu_bf16, f"scoring {label}") is not None
-    return TransformersAnswerer(load_model(spec, dtype=torch.bfloat16 if bf16 else None), tokenizer,
-                                config.max_new_tokens)
+    dtype = inference_dtype(config.cpu_bf16, f"scoring {label}")
+    return TransformersAnswerer(load_model(spec, dtype=dtype), tokenizer, config.max_new_tokens)
 
 
 def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,
