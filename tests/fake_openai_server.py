@@ -5,8 +5,9 @@ It serves canned replies (a function of the request's messages), checks the bear
 inject faults into chosen requests: 429 with Retry-After, 500, a slow reply (for client timeouts),
 a dropped connection, a malformed body, an empty choice list, well-formed JSON that is not a
 chat completion (a list, a string, null, an object without ``choices``, a choice whose message is
-not an object, JSON nested too deep to parse), a refusal, a reply without finish reason or
-without usage, 400, 401, 403 and 404. Like real
+not an object or whose content is not text, JSON nested too deep to parse), a refusal, a reply
+without finish reason, without usage or with prompt tokens only, 400, 401, 403 and 404. A request
+to any path but ``/v1/chat/completions`` gets a 404. Like real
 providers, its 401 body repeats the key it got partly masked ("sk-tes***cret"), and the faults
 ``400_echo`` / ``403_echo`` repeat it in full and partly masked. It records every request it
 received (time, outcome, body size in bytes) and the largest number of requests in flight at once.
@@ -37,7 +38,11 @@ NOT_COMPLETIONS = {
     "message_not_object": {"id": "chatcmpl-x", "object": "chat.completion", "created": 0,
                            "choices": [{"index": 0, "message": "plain text where an object belongs",
                                         "finish_reason": "stop"}]},
+    "content_not_text": {"id": "chatcmpl-x", "object": "chat.completion", "created": 0,
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": [{"n": 1}]},
+                                      "finish_reason": "stop"}]},
 }
+PATH = "/v1/chat/completions"  # what it serves; any other path is answered 404, as real servers do
 
 
 def body_key(messages: list[dict]) -> str:
@@ -82,6 +87,7 @@ class Record:
     size: int = 0  # bytes of the request body
     prompt: str = ""  # the last message's content
     body: dict = field(default_factory=dict)  # the request body as received
+    path: str = ""
 
 
 @dataclass
@@ -95,7 +101,7 @@ class FakeOpenAI:
     finish_reason: str = "stop"
     # Faults for the next requests, in arrival order: "429", "500", "slow", "drop", "malformed",
     # "empty_choices", "too_deep", one of NOT_COMPLETIONS, "refusal", "no_finish", "no_usage",
-    # "400", "401", "404" (None lets a request through).
+    # "partial_usage", "400", "401", "404" (None lets a request through).
     faults: deque = field(default_factory=deque)
     # Or a function of the request's messages and how often that request was seen before.
     fault_for: Callable[[list[dict], int], str | None] | None = None
@@ -166,7 +172,8 @@ class FakeOpenAI:
         messages = body.get("messages", [])
         key = body_key(messages)
         record = Record(key=key, start=time.monotonic(), authorization=handler.headers.get("Authorization", ""),
-                        size=len(raw), prompt=messages[-1]["content"] if messages else "", body=body)
+                        size=len(raw), prompt=messages[-1]["content"] if messages else "", body=body,
+                        path=handler.path)
         with self._lock:
             self.records.append(record)
             seen = self._seen.get(key, 0)
@@ -192,6 +199,11 @@ class FakeOpenAI:
             self._send_json(handler, 401, {"error": {"message": f"Incorrect API key provided: {masked}. You can "
                                                                 "find your API key in your account settings.",
                                                      "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return
+        if handler.path != PATH:
+            record.outcome = "404_path"
+            self._send_json(handler, 404, {"error": {"message": f"Invalid URL (POST {handler.path})",
+                                                     "type": "invalid_request_error"}})
             return
         if fault in ("400_echo", "403_echo"):
             status = int(fault[:3])
@@ -238,4 +250,6 @@ class FakeOpenAI:
                                "total_tokens": prompt_tokens + len(text.split())}}
             if fault == "no_usage":  # some OpenAI-compatible servers send no token counts
                 del reply["usage"]
+            elif fault == "partial_usage":  # prompt tokens only
+                reply["usage"] = {"prompt_tokens": prompt_tokens}
             self._send_json(handler, 200, reply)

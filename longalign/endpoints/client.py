@@ -123,7 +123,15 @@ class Client:
         if journal is not None:
             if keys is None or len(keys) != len(bodies):
                 raise ValueError("a journal needs one key per body")
-            results = through_journal(journal, keys, lambda idx, cb: self._send([bodies[i] for i in idx], cb), meta)
+
+            def send(idx: list[int], journal_cb) -> list[Reply]:
+                def both(j: int, reply: Reply) -> None:  # the journal's, then the caller's (by body index)
+                    journal_cb(j, reply)
+                    if on_result is not None:
+                        on_result(idx[j], reply)
+                return self._send([bodies[i] for i in idx], both)
+
+            results = through_journal(journal, keys, send, meta)
         else:
             results = self._send(bodies, on_result)
         for reply in results:
