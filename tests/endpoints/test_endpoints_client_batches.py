@@ -143,3 +143,20 @@ def test_usage_reports_cost_and_the_most_requests_in_flight_over_batches(server)
     stats = usage.as_dict()
     assert stats["cost"] == pytest.approx((2.0 * usage.prompt_tokens + 8.0 * usage.completion_tokens) / 1e6)
     assert stats["cost"] > 0
+
+
+def test_long_backoffs_and_retry_afters_are_cut_to_the_configured_maxima(server):
+    """backoff_seconds of 30 s is cut to backoff_max_seconds, a Retry-After of an hour to
+    max_retry_after_seconds: the batch is done in well under a second of waiting."""
+    server.retry_after = "3600"
+    server.faults.extend(["500", "429"])
+    client = Client(_api(server.url, concurrency=1, backoff_seconds=30.0, backoff_max_seconds=0.05,
+                         max_retry_after_seconds=0.1), "fake-teacher")
+    bodies = _bodies(client, 1)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=client.complete_many(bodies)), daemon=True)
+    thread.start()
+    thread.join(10)  # the waits asked for add up to an hour; the caps leave 0.15 s at most
+    assert not thread.is_alive(), "a wait was not cut to its configured maximum"
+    assert [r.text for r in result["out"]] == _texts(bodies)
+    assert [r.outcome for r in server.records] == ["500", "429", "ok"]
