@@ -46,7 +46,7 @@ $(MUTATION_STAMP): $(STAMP)
 	touch $@
 
 mutation: $(MUTATION_STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python bench/mutation.py --jobs 2 $(if $(GROUP),--group $(GROUP)) \
+	OMP_NUM_THREADS=1 $(BIN)/python bench/mutation.py --jobs 2 --groups-at-once 2 $(if $(GROUP),--group $(GROUP)) \
 		$(if $(MUTATION_MINUTES),--minutes $(MUTATION_MINUTES))
 
 compile: install

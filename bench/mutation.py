@@ -12,6 +12,8 @@ group with the date and commit, and every survivor with its diff.
     python bench/mutation.py                    # every group, report to docs/mutation.md
     python bench/mutation.py --group io         # one group (the report keeps the others' rows)
     python bench/mutation.py --jobs 1           # one test process at a time
+    python bench/mutation.py --groups-at-once 2 # two groups at a time (make mutation: their waits
+                                                # and serial phases overlap)
 
 Mutants are run in forked children of one pytest process (mutmut's default), ``--jobs`` at once
 (default 2). Tests that start subprocesses (torchrun, the CLI) run the unmutated installed code
@@ -29,7 +31,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,28 +154,13 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.monotonic()
-    cpu_before = _children_cpu()
     args = [sys.executable, "-c", MUTMUT, "run", "--max-children", str(jobs), *group.functions]
-    stopped = False
     with open(work / "mutmut-run.log", "w") as out:
         # its own session: at the budget, mutmut and its forked test processes are stopped together
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=minutes * 60 if minutes else None)
-        except subprocess.TimeoutExpired:
-            stopped = True  # every finished mutant's result is already saved; the rest stay "not checked"
-            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=grace)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stopped, cpu_seconds = _wait(proc, minutes * 60 if minutes else None)
     seconds = time.monotonic() - start
-    cpu_seconds = _children_cpu() - cpu_before  # mutmut and every test process it forked
     statuses = {n: s for n, s in results(work, env).items() if selected(group, n)}
     counts: dict[str, int] = {}
     for status in statuses.values():
@@ -221,6 +210,37 @@ cli()
 """
 
 
+def _wait(proc: subprocess.Popen, budget: float | None) -> tuple[bool, float]:
+    """Wait for mutmut; at ``budget`` seconds stop its session (every finished mutant's result is
+    already saved; the rest stay "not checked"). Returns (stopped, CPU seconds of mutmut and every
+    test process it forked): wait4's usage of one child, so groups run at the same time are
+    measured apart."""
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while proc.returncode is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.returncode is not None:
+                return
+
+    timer = threading.Timer(budget, stop) if budget else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if timer:
+        timer.cancel()
+    return stopped.is_set(), usage.ru_utime + usage.ru_stime
+
+
 def _children_cpu() -> float:
     """CPU seconds (user + system) of every finished child process and its descendants: the
     machine-independent cost of a group, whatever else the machine was running meanwhile."""
@@ -241,9 +261,75 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_report(rows: list[dict], path: Path, jobs: int) -> None:
+class LoadSampler:
+    """The machine's 1-minute load average, sampled every ``every`` seconds while a run lasts (what
+    else competed for the cores; the run's own test processes count too)."""
+
+    def __init__(self, every: float = 15.0):
+        self.every = every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> "LoadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+
+TESTING = ROOT / "docs" / "testing.md"
+
+
+def dispositioned(text: str) -> set[tuple[str, int]]:
+    """(function, number) of every mutant named in ``text`` (docs/testing.md), e.g.
+    `` `plan.x_plan_sorted__mutmut_6/8/10..12` `` -> (plan.x_plan_sorted, 6), (…, 8), (…, 10..12)."""
+    named = set()
+    for function, numbers in re.findall(r"([\w.ǁ]+)__mutmut_([\d/.]*\d)", text):
+        for part in numbers.split("/"):
+            low, _, high = part.partition("..")
+            for n in range(int(low), int(high or low) + 1):
+                named.add((function, n))
+    return named
+
+
+def undispositioned(rows: list[dict], text: str) -> list[str]:
+    """Survivors that docs/testing.md does not name (by their function, possibly shortened to its
+    module's last part, and number)."""
+    named = dispositioned(text)
+    missing = []
+    for r in rows:
+        for name in r["survivors"]:
+            function, _, n = name.rpartition("__mutmut_")
+            if not any(function == f or function.endswith("." + f) for f, k in named if k == int(n)):
+                missing.append(name)
+    return missing
+
+
+def run_summary(run: dict) -> list[str]:
+    """The paragraph about the last complete run (every group, one after the other)."""
+    loads = run["load"]
+    return ["", f"Last complete run: all {len(run['groups'])} groups, {run['started']} to {run['finished']} UTC, "
+                f"commit {run['commit']}: **{run['wall_seconds'] / 60:.1f} min wall** "
+                f"({run['cpu_seconds'] / 60:.1f} CPU min) on {run['cores']} cores, {run.get('groups_at_once', 1)} "
+                f"group(s) at a time with {run['jobs']} test processes each, niceness {run['nice']}. Load average (1 min, sampled every {run['load_every']:.0f} s): "
+                f"mean {loads['mean']:.2f}, max {loads['max']:.2f}; at the start {loads['start']}, "
+                f"at the end {loads['end']} (1, 5, 15 min)."]
+
+
+def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = None) -> None:
     """docs/mutation.md: a table per group and the survivors; the machine-readable rows are kept in
-    a JSON block at the end so that a run of one group updates only its own row."""
+    a JSON block at the end so that a run of one group updates only its own row. ``run``: the
+    timing of the last complete run (kept across runs of single groups)."""
     lines = ["# Mutation testing report", "",
              "Written by `make mutation` (bench/mutation.py, mutmut). Score = killed / (killed + survived)",
              "over the mutants of the listed modules, each run only against the tests named for its group.",
@@ -268,8 +354,18 @@ def write_report(rows: list[dict], path: Path, jobs: int) -> None:
                       f"({len(rows)} of {len(GROUPS)} groups; {jobs} test process(es) at once)."]
     if all("cpu_seconds" in r for r in rows):
         wall, cpu = sum(r["seconds"] for r in rows), sum(r["cpu_seconds"] for r in rows)
-        lines += ["", f"Time: {wall / 60:.1f} min wall, {cpu / 60:.1f} CPU min, "
+        lines += ["", f"Time: the groups' wall times add up to {wall / 60:.1f} min (groups run at the same time "
+                      f"overlap), {cpu / 60:.1f} CPU min, "
                       f"{sum(r['mutants'] for r in rows) / max(cpu / 60, 1e-9):.1f} mutants per CPU minute."]
+    if run:
+        lines += run_summary(run)
+        newer = [r["group"] for r in rows if r.get("run_started", "") != run["started"]]
+        if newer:
+            lines += ["", f"Rows from a later run of single groups (not the complete run above): {', '.join(newer)}."]
+    if TESTING.exists():
+        open_ = undispositioned(rows, TESTING.read_text(encoding="utf-8"))
+        lines += ["", f"Survivors not named in docs/testing.md: {len(open_)}" + (
+            " (" + ", ".join(f"`{n}`" for n in open_) + ")" if open_ else ".")]
     missing = [g.name for g in GROUPS if g.name not in {r["group"] for r in rows}]
     if missing:
         lines += ["", f"Not measured yet: {', '.join(missing)}."]
@@ -287,6 +383,8 @@ def write_report(rows: list[dict], path: Path, jobs: int) -> None:
                 other[key] = other.get(key, 0) + 1
             lines += ["", f"Neither killed nor survived ({r['group']}): "
                       + ", ".join(f"`{f}` {s} ({n})" for (s, f), n in sorted(other.items()))]
+    if run:
+        lines += ["", "<!-- run", json.dumps(run, indent=1), "-->"]
     lines += ["", "<!-- rows", json.dumps(rows, indent=1, ensure_ascii=False), "-->", ""]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
@@ -296,15 +394,24 @@ def write_report(rows: list[dict], path: Path, jobs: int) -> None:
 def previous_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    match = re.search(r"<!-- rows\n(.*)\n-->", path.read_text(encoding="utf-8"), re.S)
+    match = re.search(r"<!-- rows\n(.*?)\n-->", path.read_text(encoding="utf-8"), re.S)
     return json.loads(match.group(1)) if match else []
+
+
+def previous_run(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    match = re.search(r"<!-- run\n(.*?)\n-->", path.read_text(encoding="utf-8"), re.S)
+    return json.loads(match.group(1)) if match else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group", action="append", choices=[g.name for g in GROUPS],
                         help="run only this group (repeatable); default: all")
-    parser.add_argument("--jobs", type=int, default=2, help="test processes at once (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="test processes at once per group (default 2)")
+    parser.add_argument("--groups-at-once", type=int, default=1,
+                        help="groups run at the same time (default 1), each with --jobs test processes")
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop each group after this many minutes (its unfinished mutants are reported as "
@@ -313,12 +420,42 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {g.name: g for g in GROUPS}
     chosen = [by_name[n] for n in dict.fromkeys(args.group)] if args.group else list(GROUPS)  # in the order given
     rows = {r["group"]: r for r in previous_rows(args.report)}
-    for group in chosen:
+    run = previous_run(args.report)
+    started = dt.datetime.now(dt.timezone.utc)
+    start, cpu_before, load_start = time.monotonic(), _children_cpu(), os.getloadavg()
+    lock = threading.Lock()
+
+    def one(group: Group) -> None:
         commit = _commit()  # the code each group copies, taken when it starts
         row = run_group(group, args.jobs, lambda s: print(s, flush=True), args.minutes)
-        row.update(commit=commit, date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
-        rows[group.name] = row
-        write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs)
+        row.update(commit=commit, date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+                   run_started=started.strftime("%Y-%m-%d %H:%M"))
+        with lock:
+            rows[group.name] = row
+            write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run)
+
+    if args.groups_at_once > 1:
+        # the longest groups (by their last measured wall time, scaled up for a partial run) first,
+        # so that the last ones to start are short and the groups end close together
+        def expected(g: Group) -> float:
+            r = rows.get(g.name, {})
+            checked = r.get("mutants", 0) - r.get("counts", {}).get("not checked", 0)
+            return r.get("seconds", 0) * r.get("mutants", 0) / max(checked, 1)
+        chosen.sort(key=lambda g: -expected(g))
+    with LoadSampler() as load, ThreadPoolExecutor(args.groups_at_once) as pool:
+        for future in [pool.submit(one, g) for g in chosen]:
+            future.result()
+    if len(chosen) == len(GROUPS) and not any(rows[g.name].get("stopped_at_minutes") for g in GROUPS):
+        run = {"groups": [g.name for g in chosen], "started": started.strftime("%Y-%m-%d %H:%M"),
+               "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M"),
+               "wall_seconds": round(time.monotonic() - start), "cpu_seconds": round(_children_cpu() - cpu_before),
+               "cores": os.cpu_count(), "jobs": args.jobs, "groups_at_once": args.groups_at_once, "nice": os.nice(0), "commit": _commit(),
+               "load_every": load.every,
+               "load": {"mean": round(sum(load.samples) / len(load.samples), 2), "max": max(load.samples),
+                        "start": " / ".join(f"{v:.2f}" for v in load_start),
+                        "end": " / ".join(f"{v:.2f}" for v in os.getloadavg())}}
+        print(run_summary(run)[1], flush=True)
+        write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run)
     killed = sum(r["killed"] for r in rows.values())
     survived = sum(r["survived"] for r in rows.values())
     if killed + survived:
