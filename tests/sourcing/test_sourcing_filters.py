@@ -139,7 +139,8 @@ def test_a_signature_computed_by_a_map_worker_decides_like_the_text() -> None:
     assert index.count == 2
 
 
-def test_minhash_lsh_finds_edited_copies_only() -> None:
+@pytest.mark.parametrize("num_perm", [128, 64])  # the default and another sourcing.near_dup_num_perm
+def test_minhash_lsh_finds_edited_copies_only(num_perm) -> None:
     rng = np.random.default_rng(1)
     original = prose(rng, 3000)
     words = original.split(" ")
@@ -147,7 +148,7 @@ def test_minhash_lsh_finds_edited_copies_only() -> None:
     for i in rng.choice(len(words), len(words) // 100, replace=False):  # 1% of words replaced
         edited[int(i)] = "zebra"
     other = prose(rng, 3000)
-    index = NearDuplicates(0.8)
+    index = NearDuplicates(0.8, num_perm=num_perm)
     assert index.check_and_add(original, "orig") is None
     assert index.check_and_add(" ".join(edited), "edit") == "orig"
     assert index.check_and_add(other, "other") is None
