@@ -179,9 +179,11 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
-def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None, configure=None):
-    """Load a causal LM for training or inference (fp32 on CPU unless a dtype is given).
-    ``configure(config)`` may change the model config before the model is built from it."""
+def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None, configure=None,
+               device: str | None = None):
+    """Load a causal LM for training or inference (fp32 on CPU unless a dtype is given; on
+    ``device`` when given, e.g. ``"cuda"``). ``configure(config)`` may change the model config
+    before the model is built from it."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -196,6 +198,7 @@ def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None,
             raise UserError(f"cannot load model {spec!r}: {exc}") from None
         configure(kwargs["config"])
     try:
-        return AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model {spec!r}: {exc}") from None
+    return model.to(device) if device and device != "cpu" else model

@@ -1,4 +1,5 @@
-"""bf16 on the CPU, where the CPU computes it natively.
+"""Where local models run and in which precision: bf16 on the CPU where the CPU computes it
+natively, and the GPU for local inference models when the pod has one.
 
 Recent x86 server CPUs multiply bf16 in hardware (Intel AMX, AVX512-BF16); PyTorch's oneDNN
 kernels then run bf16 matrix products several times faster than fp32 (measured on a 2-core Xeon
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("longalign")
 
@@ -49,11 +52,48 @@ def use_cpu_bf16(wanted: bool, what: str) -> str | None:
     return feature
 
 
-def inference_dtype(wanted: bool, what: str):
-    """The dtype to load a local inference model in: ``torch.bfloat16`` on a CPU-only machine whose
-    CPU has native bf16 and ``cpu_bf16`` is asked for, else None (the loader's fp32)."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a local inference model (the local teacher, a scoring model) runs: ``device`` is
+    ``"cuda"`` or ``"cpu"``, ``dtype`` the torch dtype to load its weights in (None: the loader's
+    fp32)."""
+
+    device: str
+    dtype: Any = None
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``."""
+        if self.dtype is None:
+            return "fp32"
+        return str(self.dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace(
+            "float16", "fp16").replace("float32", "fp32")
+
+    @property
+    def tag(self) -> str:
+        """What changes the replies of a greedy decode: ``""`` for fp32 on the CPU, else the
+        precision and, on a GPU, ``cuda`` (``"bf16"``, ``"bf16|cuda"``, ``"fp16|cuda"``)."""
+        parts = [] if self.precision == "fp32" else [self.precision]
+        return "|".join(parts + (["cuda"] if self.device == "cuda" else []))
+
+
+def inference_placement(wanted_cpu_bf16: bool, what: str) -> Placement:
+    """Where to run a local inference model. On a machine with a CUDA GPU: the first GPU, in bf16
+    where the GPU supports it, else fp16 (fp32 inference would waste the GPU's memory and speed).
+    Without one: the CPU, in bf16 when ``cpu_bf16`` is asked for and the CPU computes it natively
+    (:func:`use_cpu_bf16`), else fp32. When the pod was given a GPU (``NVIDIA_VISIBLE_DEVICES``)
+    but this torch is a CPU-only build, says so: the pod runs the data image."""
     import torch
 
-    if torch.cuda.is_available() or use_cpu_bf16(wanted, what) is None:
-        return None
-    return torch.bfloat16
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        placement = Placement("cuda", dtype)
+        log.info("%s: on the GPU (%s) in %s", what, torch.cuda.get_device_name(0),
+                 placement.precision)
+        return placement
+    visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    if visible and visible not in ("void", "none") and torch.version.cuda is None:
+        log.warning("%s: this pod was given GPU(s) %s, but torch %s is a CPU-only build; running "
+                    "on the CPU (use the CUDA image, longalign-cuda, for inference on a GPU)",
+                    what, visible, torch.__version__)
+    return Placement("cpu", torch.bfloat16 if use_cpu_bf16(wanted_cpu_bf16, what) else None)

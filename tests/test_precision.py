@@ -45,6 +45,51 @@ def test_not_asked_for_or_turned_off_by_the_environment(cpu_has, monkeypatch):
     assert precision.use_cpu_bf16(True, "x") is None
 
 
+@pytest.mark.parametrize("native, dtype, tag", [(True, torch.bfloat16, "bf16"), (False, None, "")])
+def test_without_a_gpu_local_inference_runs_on_the_cpu(cpu_has, monkeypatch, native, dtype, tag):
+    cpu_has(amx_bf16=native)
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
+    placement = precision.inference_placement(True, "scoring model")
+    assert (placement.device, placement.dtype, placement.tag) == ("cpu", dtype, tag)
+    assert precision.inference_placement(False, "x").dtype is None
+
+
+# A GPU cannot run here: torch's CUDA queries are replaced, which checks the choice made from them
+@pytest.mark.parametrize("bf16_ok, dtype, tag", [(True, torch.bfloat16, "bf16|cuda"),
+                                                 (False, torch.float16, "fp16|cuda")])
+def test_with_a_gpu_local_inference_runs_on_it_in_half_precision(cpu_has, monkeypatch, caplog,
+                                                                  bf16_ok, dtype, tag):
+    cpu_has(amx_bf16=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    with caplog.at_level(logging.INFO, logger="longalign"):
+        placement = precision.inference_placement(False, "teacher")  # cpu_bf16 does not matter
+    assert (placement.device, placement.dtype, placement.tag) == ("cuda", dtype, tag)
+    assert f"teacher: on the GPU (NVIDIA A100-SXM4-80GB) in {tag.split('|')[0]}" in caplog.text
+
+
+def test_a_gpu_pod_with_a_cpu_only_torch_says_which_image_to_use(cpu_has, monkeypatch, caplog):
+    cpu_has()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)  # the data image's CPU-only torch
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-5f3c")
+    with caplog.at_level(logging.WARNING, logger="longalign"):
+        assert precision.inference_placement(True, "scoring model").device == "cpu"
+    assert "GPU-5f3c" in caplog.text and "longalign-cuda" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")  # the NVIDIA runtime's "no GPU"
+    with caplog.at_level(logging.WARNING, logger="longalign"):
+        precision.inference_placement(True, "scoring model")
+    assert "longalign-cuda" not in caplog.text
+    # the CUDA image on a node without GPUs (its base image sets NVIDIA_VISIBLE_DEVICES=all)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    with caplog.at_level(logging.WARNING, logger="longalign"):
+        assert precision.inference_placement(True, "scoring model").device == "cpu"
+    assert "longalign-cuda" not in caplog.text
+
+
 def test_every_stage_with_a_local_model_has_the_option_off_by_default():
     assert not TrainingConfig().cpu_bf16
     assert not GenerationConfig().cpu_bf16

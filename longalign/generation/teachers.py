@@ -35,19 +35,19 @@ class LocalTeacher:
         import torch
 
         from longalign.models import load_model, load_tokenizer
-        from longalign.precision import inference_dtype
+        from longalign.precision import inference_placement
 
         start = time.monotonic()
         self.name = f"local:{spec}"
-        # bf16 weights where the CPU computes bf16 natively (replies differ from fp32 ones: another key)
-        dtype = inference_dtype(cpu_bf16, "teacher")
-        self.bf16 = dtype is not None
-        self.fingerprint = f"{self.name}|greedy" + ("|bf16" if self.bf16 else "")
+        # On the pod's GPU if it has one, else the CPU (bf16 where it computes bf16 natively).
+        # Replies differ between precisions and devices, so each gets its own journal key.
+        self.placement = inference_placement(cpu_bf16, "teacher")
+        self.fingerprint = f"{self.name}|greedy" + (f"|{self.placement.tag}" if self.placement.tag else "")
         self.tokenizer = load_tokenizer(spec)
         self.tokenizer.padding_side = "left"
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"teacher model {spec!r} has no chat template; use an instruct model")
-        self.model = load_model(spec, dtype=dtype)
+        self.model = load_model(spec, dtype=self.placement.dtype, device=self.placement.device)
         self.model.eval()
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
@@ -104,7 +104,8 @@ class LocalTeacher:
                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
         results: list[Completion | None] = [None] * len(prompts)
         for batch in track(self._batches(lengths), "teacher batches"):
-            enc = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            enc = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
+                                     return_tensors="pt").to(self.model.device)
             with torch.inference_mode():
                 out = self.model.generate(**enc, generation_config=gen_config)
             self.batches += 1

@@ -109,7 +109,8 @@ class TransformersAnswerer:
 
         with torch.inference_mode():
             return self.model.generate(
-                input_ids=input_ids, attention_mask=mask, past_key_values=cache,
+                input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                past_key_values=cache,
                 max_new_tokens=self.max_new_tokens, pad_token_id=self.pad,
                 **({"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
                    if self.temperature > 0 else {"do_sample": False}),
@@ -138,8 +139,9 @@ class TransformersAnswerer:
         data = [(k[:, :, :keep], v[:, :, :keep]) for k, v in prev_kv] if keep else None
         cache = DynamicCache(data, config=self.model.config)
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([x[keep:]]),
-                             position_ids=torch.arange(keep, len(x)).unsqueeze(0),
+            device = self.model.device
+            out = self.model(input_ids=torch.tensor([x[keep:]], device=device),
+                             position_ids=torch.arange(keep, len(x), device=device).unsqueeze(0),
                              past_key_values=cache, use_cache=True, logits_to_keep=1)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return kv, int(out.logits[0, -1].argmax()), keep
@@ -162,17 +164,19 @@ class TransformersAnswerer:
                 values.append(torch.nn.functional.pad(v, pad))
             layers.append((torch.cat(keys), torch.cat(values)))
         cache = DynamicCache(layers, config=self.model.config)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        device = self.model.device
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         for r, n in enumerate(lengths):
             mask[r, width - n:] = 1
         tokens = [[first] for _, first, _ in rows]
         done = [first in eos for _, first, _ in rows]
-        positions = torch.tensor(lengths).unsqueeze(1)
+        positions = torch.tensor(lengths, device=device).unsqueeze(1)
         for _ in range(self.max_new_tokens - 1):
             if all(done):
                 break
-            last = torch.tensor([[t[-1]] for t in tokens])
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            last = torch.tensor([[t[-1]] for t in tokens], device=device)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long, device=device)],
+                             dim=1)
             with torch.inference_mode():
                 out = self.model(input_ids=last, attention_mask=mask, position_ids=positions,
                                  past_key_values=cache, use_cache=True)

@@ -31,7 +31,7 @@ from longalign.scoring.ruler_needle import needle_cases as ruler_needle_cases
 from longalign.scoring.remote import OpenAIAnswerer
 from longalign.scoring.verdict import references, verdict, without_signal
 from longalign.scoring.report import heatmap_png, write_html, write_markdown
-from longalign.precision import inference_dtype
+from longalign.precision import inference_placement
 from longalign.secrets import read_api_key
 
 log = logging.getLogger("longalign")
@@ -166,8 +166,9 @@ def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answer
         log.info("answering with %s at %s", endpoint.model, endpoint.base_url)
         return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens, context=_model_context(spec),
                               what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
-    dtype = inference_dtype(config.cpu_bf16, f"scoring {label}")
-    return TransformersAnswerer(load_model(spec, dtype=dtype), tokenizer, config.max_new_tokens)
+    placement = inference_placement(config.cpu_bf16, f"scoring {label}")
+    return TransformersAnswerer(load_model(spec, dtype=placement.dtype, device=placement.device),
+                                tokenizer, config.max_new_tokens)
 
 
 def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,
@@ -183,6 +184,7 @@ def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     model = getattr(answerer, "model", None)
     if model is not None:  # a local model: the dtype it answered in (cpu_bf16)
         result["dtype"] = str(model.dtype).removeprefix("torch.")
+        result["device"] = model.device.type
     client = getattr(answerer, "endpoint", None)
     if client is not None:  # answers that failed after retries count as wrong; too many fail the run
         result["answer_failures"] = _failures(client)
