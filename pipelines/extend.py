@@ -16,6 +16,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
+from longalign.components.common import IMAGE
 from longalign.components.registry import generation, packing, scoring, sourcing, training
 from longalign.pipelines import platform
 from longalign.pipelines.pipeline import DEFAULTS
@@ -55,6 +56,10 @@ def longalign_extend_pipeline(
     gpu_count: int = platform.GPU_COUNT,
     gpu_node_selector: dict = {},
     gpu_tolerations: list = [],
+    inference_image: str = IMAGE,
+    inference_gpu_type: str = platform.GPU_TYPE,
+    inference_gpu_count: int = platform.INFERENCE_GPU_COUNT,
+    inference_tolerations: list = [],
 ) -> ExtendOutputs:
     """Extension then alignment, training in one pod per training task. `base_model` is the base model
     spec; `text_packing_config` and `pretrain_config` are the `extend` section's packing and
@@ -84,6 +89,9 @@ def longalign_extend_pipeline(
                         (generate_task, "generation"), (pack_task, "packing"),
                         (score_task, "scoring")):
         platform.stage_pod(task, stage, pvc_name=pvc_name, api_key_secret=api_key_secret)
+    for task in (generate_task, score_task):
+        platform.inference_pod(task, image=inference_image, gpu_type=inference_gpu_type,
+                               gpu_count=inference_gpu_count, tolerations=inference_tolerations)
     return ExtendOutputs(
         corpus=corpus, text_packed=text_task.outputs["packed"], extended=extended,
         chats=generate_task.outputs["chats"], packed=pack_task.outputs["packed"],

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
+from longalign.components.common import IMAGE
 from longalign.components.registry import (
     fingerprint, generation, packing, promotion, scoring, sourcing, training,
 )
@@ -52,10 +53,11 @@ class Outputs(NamedTuple):
     decision: Dataset
 
 
-def _recipe(train, *, base_model, sourcing_config, generation_config, packing_config, scoring_config,
-            promotion_config, pvc_name, api_key_secret) -> Outputs:
+def _recipe(train, inference, *, base_model, sourcing_config, generation_config, packing_config,
+            scoring_config, promotion_config, pvc_name, api_key_secret) -> Outputs:
     """The five stages; ``train(packed)`` adds the training task and returns it (its ``model``
-    output feeds scoring). Platform settings per stage come from platform.py."""
+    output feeds scoring); ``inference(task)`` places the generation and scoring tasks (their image
+    and GPUs). Platform settings per stage come from platform.py."""
     # Uncached: its output parameter is part of the sourcing task's cache key, so sourcing and
     # everything after it re-run exactly when the data changed (new files, commits, revisions).
     fingerprint_task = fingerprint(config=sourcing_config).set_display_name("fingerprint")
@@ -90,6 +92,8 @@ def _recipe(train, *, base_model, sourcing_config, generation_config, packing_co
                         "generation": generate_task, "packing": pack_task, "scoring": score_task,
                         "promotion": promote_task}.items():
         platform.stage_pod(task, stage, pvc_name=pvc_name, api_key_secret=api_key_secret)
+    for task in (generate_task, score_task):
+        inference(task)
     return Outputs(
         corpus=source_task.outputs["corpus"],
         chats=generate_task.outputs["chats"],
@@ -117,6 +121,10 @@ def longalign_pipeline(
     gpu_count: int = platform.GPU_COUNT,
     gpu_node_selector: dict = {},
     gpu_tolerations: list = [],
+    inference_image: str = IMAGE,
+    inference_gpu_type: str = platform.GPU_TYPE,
+    inference_gpu_count: int = platform.INFERENCE_GPU_COUNT,
+    inference_tolerations: list = [],
 ) -> Outputs:
     """The whole recipe, training in one pod; `base_model` is the model to fine-tune, each `*_config` one
     stage's config section (`promotion_config`: the gate and the registry of the last step).
@@ -124,7 +132,9 @@ def longalign_pipeline(
     On Kubernetes: `pvc_name` is the shared ReadWriteMany volume, `api_key_secret` the Secret with the
     teacher/judge API keys, and `gpu_*` place the training pod (e.g. node selector
     {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, tolerations
-    [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]).
+    [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]). `inference_*` place
+    the generation and scoring pods, which run the local teacher and the scoring models: no GPU by
+    default; with `inference_gpu_count` 1, set `inference_image` to the longalign-cuda image.
     """
 
     def train(packed):
@@ -133,7 +143,11 @@ def longalign_pipeline(
         return platform.gpu_pod(task, gpu_type=gpu_type, gpu_count=gpu_count,
                                 node_selector=gpu_node_selector, tolerations=gpu_tolerations)
 
-    return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
+    def inference(task):
+        return platform.inference_pod(task, image=inference_image, gpu_type=inference_gpu_type,
+                                      gpu_count=inference_gpu_count, tolerations=inference_tolerations)
+
+    return _recipe(train, inference, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
                    scoring_config=scoring_config, promotion_config=promotion_config,
                    pvc_name=pvc_name, api_key_secret=api_key_secret)
@@ -152,11 +166,16 @@ def longalign_multinode_pipeline(
     launcher_config: dict = LAUNCHER_DEFAULTS,
     pvc_name: str = platform.PVC_NAME,
     api_key_secret: str = platform.API_KEY_SECRET,
+    inference_image: str = IMAGE,
+    inference_gpu_type: str = platform.GPU_TYPE,
+    inference_gpu_count: int = platform.INFERENCE_GPU_COUNT,
+    inference_tolerations: list = [],
 ) -> Outputs:
     """The whole recipe with multi-node training; parameters as in `longalign`, plus
     `launcher_config` (job kind trainjob|pytorchjob, runtime, num_nodes, gpus_per_node,
     gpu_resource, node_selector, tolerations, namespace, timeouts, ...; see docs/launcher.md):
-    the job's GPUs and placement are set there and nowhere else. The model output points at the
+    the job's GPUs and placement are set there and nowhere else (`inference_*` place the
+    generation and scoring pods, as in `longalign`). The model output points at the
     checkpoint on the shared volume, where scoring reads it."""
 
     def train(packed):
@@ -165,7 +184,11 @@ def longalign_multinode_pipeline(
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, packed=packed, pvc_name=pvc_name)
         return platform.launcher_pod(task, pvc_name=pvc_name)
 
-    return _recipe(train, base_model=base_model, sourcing_config=sourcing_config,
+    def inference(task):
+        return platform.inference_pod(task, image=inference_image, gpu_type=inference_gpu_type,
+                                      gpu_count=inference_gpu_count, tolerations=inference_tolerations)
+
+    return _recipe(train, inference, base_model=base_model, sourcing_config=sourcing_config,
                    generation_config=generation_config, packing_config=packing_config,
                    scoring_config=scoring_config, promotion_config=promotion_config,
                    pvc_name=pvc_name, api_key_secret=api_key_secret)

@@ -1,7 +1,7 @@
 """Kubernetes settings of the pipeline's tasks (kfp-kubernetes), kept apart from the DAG itself.
 
 What a UI user changes per run is a pipeline parameter (volume and secret names, GPU type and count,
-GPU node selector and tolerations); what only a platform team changes is a constant here (timeouts,
+GPU node selector and tolerations, the image and GPUs of the stages with local inference models); what only a platform team changes is a constant here (timeouts,
 retries, caching, /dev/shm size). kfp.local ignores everything from kfp-kubernetes (and warns about
 accelerators), so the same DAG still runs on a laptop.
 
@@ -26,6 +26,7 @@ from longalign.config import DATA_MOUNT, PVC_NAME, LauncherConfig  # noqa: F401 
 API_KEY_SECRET = "longalign-api-keys"
 GPU_TYPE = LauncherConfig.model_fields["gpu_resource"].default
 GPU_COUNT = 1
+INFERENCE_GPU_COUNT = 0  # generation and scoring: CPU pods unless a run asks for GPUs
 
 # Secret keys -> environment variables, per stage. Each pod gets its own key under the variable the
 # stage's endpoint config reads by default (`api_key_env: OPENAI_API_KEY` in generation.api and the
@@ -81,6 +82,17 @@ def stage_pod(task: PipelineTask, stage: str, *, pvc_name, api_key_secret=None) 
     if stage in SECRET_ENV and api_key_secret is not None:
         kubernetes.use_secret_as_env(task, secret_name=api_key_secret,
                                      secret_key_to_env=SECRET_ENV[stage], optional=True)
+    return task
+
+
+def inference_pod(task: PipelineTask, *, image, gpu_type, gpu_count, tolerations) -> PipelineTask:
+    """Settings of a task that may run a local model (the generation stage's local teacher, the
+    scoring stage's models): its image and its GPUs, 0 by default (the data image, any node). With
+    GPUs, ``image`` should be the CUDA image (``IMAGE_CUDA``), whose torch can use them; the stage
+    then loads its local models on the first GPU in bf16 (longalign/precision.py)."""
+    task.set_container_image(image)
+    task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_toleration_json(task, tolerations)
     return task
 
 

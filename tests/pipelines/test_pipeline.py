@@ -94,13 +94,22 @@ def test_every_stage_config_is_a_pipeline_parameter_with_defaults(spec):
         assert p["defaultValue"], stage
 
 
+INFERENCE = ("generation", "scoring")  # the stages that may run local models (teacher, scoring)
+
+
 def test_image_tag_is_the_version_and_code_digest(spec):
     from longalign.codeid import image_tag
 
-    executors = load(spec)["deploymentSpec"]["executors"]
-    images = {name: e["container"]["image"] for name, e in executors.items()}
-    assert images == {f"exec-{stage}": f"ghcr.io/longalign/longalign{'-cuda' if stage == 'training' else ''}:"
-                      f"{image_tag()}" for stage in TASKS}
+    ir = load(spec)
+    images = {name: e["container"]["image"] for name, e in ir["deploymentSpec"]["executors"].items()}
+    # generation and scoring take theirs from a run parameter whose default is the data image
+    param = ir["root"]["inputDefinitions"]["parameters"]["inference_image"]
+    resolved = {name: param["defaultValue"] if "inference_image" in image else image
+                for name, image in images.items()}
+    assert resolved == {f"exec-{stage}": f"ghcr.io/longalign/longalign{'-cuda' if stage == 'training' else ''}:"
+                        f"{image_tag()}" for stage in TASKS}
+    assert {name for name, image in images.items() if "inference_image" in image} == {
+        f"exec-{stage}" for stage in INFERENCE}
 
 
 def test_platform_parameters_have_defaults_matching_k8s(spec):
@@ -112,6 +121,9 @@ def test_platform_parameters_have_defaults_matching_k8s(spec):
         "gpu_count": ("NUMBER_INTEGER", platform.GPU_COUNT),
         "gpu_node_selector": ("STRUCT", {}),
         "gpu_tolerations": ("LIST", []),
+        "inference_gpu_type": ("STRING", platform.GPU_TYPE),
+        "inference_gpu_count": ("NUMBER_INTEGER", 0),
+        "inference_tolerations": ("LIST", []),
     }
     for name, (kind, default) in expected.items():
         assert (params[name]["parameterType"], params[name]["defaultValue"]) == (kind, default), name
@@ -165,10 +177,36 @@ def test_training_gets_gpus_placement_and_shm_from_parameters(spec, platform_spe
     assert training["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm",
                                            "sizeLimit": platform.SHM_SIZE, "volumeName": "dshm"}]
     for stage in TASKS:
-        if stage != "training":
+        if stage not in ("training", *INFERENCE):
             executor = platform_spec[f"exec-{stage}"]
             assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(executor), stage
             assert "resources" not in ir["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]
+
+
+def check_inference_placement(ir, platform_spec, tasks=INFERENCE):
+    """Generation and scoring (which run the local teacher and the scoring models) get their
+    image, GPU count and type and tolerations from the `inference_*` run parameters, and no node
+    selector: with the default 0 GPUs they run on any node (KFP's driver sets a limit of 0)."""
+    for task in tasks:
+        executor = ir["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+        assert executor["image"] == "{{$.inputs.parameters['pipelinechannel--inference_image']}}"
+        assert executor["resources"]["accelerator"] == {
+            "resourceCount": "{{$.inputs.parameters['pipelinechannel--inference_gpu_count']}}",
+            "resourceType": "{{$.inputs.parameters['pipelinechannel--inference_gpu_type']}}",
+        }
+        inputs = ir["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+        for name in ("inference_image", "inference_gpu_count", "inference_gpu_type"):
+            assert inputs[f"pipelinechannel--{name}"] == {"componentInputParameter": name}, task
+        placement = platform_spec[f"exec-{task}"]
+        assert placement["tolerations"] == [
+            {"tolerationJson": {"componentInputParameter": "inference_tolerations"}}], task
+        assert "nodeSelector" not in placement and "emptyDirMounts" not in placement, task
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert params["inference_gpu_count"]["defaultValue"] == 0
+
+
+def test_generation_and_scoring_are_placed_by_the_inference_parameters(spec, platform_spec):
+    check_inference_placement(load(spec), platform_spec)
 
 
 def test_flaky_stages_retry_with_backoff(spec):

@@ -78,3 +78,10 @@ def test_run_arguments_check_the_extend_sections(compiled):
 def test_run_local_refuses_the_multinode_pipeline(tmp_path):
     with pytest.raises(UserError, match="cluster"):
         run_local(RunConfig(), tmp_path, pipeline="longalign-multinode")
+
+
+def test_generation_and_scoring_are_placed_by_the_inference_parameters(compiled):
+    from test_pipeline import check_inference_placement
+
+    ir, plat = yaml.safe_load_all(compiled.read_text())
+    check_inference_placement(ir, plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"])

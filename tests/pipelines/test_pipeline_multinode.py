@@ -96,3 +96,10 @@ def test_launcher_pod_knows_itself_and_the_image_registry(docs):
     cfg = parse_launcher_config({})
     assert launcher_owner(cfg, "ns", env, sa_file="/nonexistent") == {"name": "p", "uid": "u"}
     assert launcher_owner(cfg, "other-ns", env, sa_file="/nonexistent") is None  # no cross-namespace owners
+
+
+def test_generation_and_scoring_are_placed_by_the_inference_parameters(docs):
+    from test_pipeline import check_inference_placement
+
+    ir, plat = docs
+    check_inference_placement(ir, plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
