@@ -196,6 +196,28 @@ def test_submit_creates_experiment_and_run_with_spec_params_and_token(kfp_server
     assert params["promotion_config"]["model_name"] == "longalign"
 
 
+@pytest.mark.parametrize("extra, image", [
+    ([], "cuda"),  # GPUs for generation and scoring bring the CUDA image with them
+    (["--param", "inference_image=registry.example/custom:1"], "registry.example/custom:1"),
+])
+def test_submit_with_inference_gpus_runs_them_in_an_image_that_can_use_them(kfp_server, capsys,
+                                                                          extra, image):
+    from longalign.components.common import IMAGE_CUDA
+
+    assert cli(["submit", "--host", kfp_server.host, "--preset", "tiny", "--param",
+                "inference_gpu_count=1", *extra]) == 0, capsys.readouterr().err
+    params = body(only(kfp_server, "POST", f"{API}/runs"))["runtime_config"]["parameters"]
+    assert params["inference_gpu_count"] == 1
+    assert params["inference_image"] == (IMAGE_CUDA if image == "cuda" else image)
+    assert IMAGE_CUDA.split(":")[0].endswith("/longalign-cuda")
+
+
+def test_submit_without_inference_gpus_keeps_the_compiled_image(kfp_server):
+    assert cli(["submit", "--host", kfp_server.host, "--preset", "tiny"]) == 0
+    params = body(only(kfp_server, "POST", f"{API}/runs"))["runtime_config"]["parameters"]
+    assert "inference_image" not in params  # the compiled default: the data image
+
+
 def test_submit_no_cache_turns_caching_off_for_every_task(kfp_server, tmp_path, monkeypatch, capsys):
     token_file = tmp_path / "token"
     token_file.write_text("file-token\n")

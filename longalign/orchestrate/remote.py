@@ -66,7 +66,9 @@ _PARAM_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": (int, flo
 def run_arguments(config: RunConfig, package: str | os.PathLike,
                   params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's pipeline arguments: the stage configs from ``config``, then ``params`` (e.g.
-    gpu_count=2, pvc_name=team-data) checked against the compiled pipeline's parameters."""
+    gpu_count=2, pvc_name=team-data) checked against the compiled pipeline's parameters. GPUs for
+    the generation and scoring pods (``inference_gpu_count`` > 0) bring the CUDA image with them
+    unless ``inference_image`` is given too."""
     import yaml
 
     spec = next(yaml.safe_load_all(Path(package).read_text()))  # 2nd document: the platform spec
@@ -91,6 +93,13 @@ def run_arguments(config: RunConfig, package: str | os.PathLike,
             parse_section(PARAMETER_SECTION.get(name, name.removesuffix("_config")),
                           value)  # same checks as --set
         arguments[name] = value
+    if (params or {}).get("inference_gpu_count", 0) > 0 and "inference_image" not in (params or {}):
+        # GPUs for the generation and scoring pods need an image whose torch can use them
+        from longalign.components.common import IMAGE_CUDA
+
+        arguments["inference_image"] = IMAGE_CUDA
+        log.info("inference_gpu_count=%s: the generation and scoring pods run %s",
+                 params["inference_gpu_count"], IMAGE_CUDA)
     return arguments
 
 
