@@ -68,3 +68,20 @@ def test_only_the_orchestration_module_imports_kfp():
     outside = [m for m in users if m != KFP_ALLOWED and not m.startswith(KFP_ALLOWED + ".")]
     assert not outside, f"modules importing kfp outside {KFP_ALLOWED}: {outside}"
     assert users, "the orchestration module is expected to use kfp"
+
+
+def test_every_package_is_listed_for_installation():
+    """setup.cfg lists packages by name: a new subpackage missing there is absent from a real
+    (non-editable) install, such as the images', while an editable install hides it."""
+    import configparser
+
+    root = LIBRARY.parent
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    on_disk = {_module_name(p) for p in LIBRARY.rglob("__init__.py") if "__pycache__" not in p.parts}
+    for folder in ("components", "pipelines"):  # installed as longalign.components, .pipelines
+        on_disk |= {"longalign." + ".".join(p.parent.relative_to(root).parts)
+                    for p in (root / folder).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert "longalign.cli" in on_disk
+    assert not on_disk - listed, f"packages missing from setup.cfg: {sorted(on_disk - listed)}"
