@@ -4,7 +4,8 @@ the REST endpoints the ``kubernetes`` client calls, with the client pointed at i
 
 Paths and bodies follow the Kubernetes API: ``/apis/{group}/{version}/namespaces/{ns}/{plural}``
 for custom objects (TrainJob, PyTorchJob, JobSet), ``/api/v1/namespaces/{ns}/pods``
-(``labelSelector``), ``.../pods/{name}`` and ``.../pods/{name}/log`` (``container``, ``follow``),
+(``labelSelector``), ``.../pods/{name}`` and ``.../pods/{name}/log`` (``container``, ``follow``,
+``timestamps``, ``sinceSeconds``, ``tailLines``),
 ``/api/v1/namespaces/{ns}/events`` (``fieldSelector=type=Warning``); conflicts are 409 and unknown
 objects 404 with a ``Status`` body. Pods carry the labels the operators set, so a wrong selector
 finds no pod. Every request is recorded, so tests can compare the calls with the Role in k8s/.
@@ -187,11 +188,58 @@ class FakeKube:
                 return h._status(404, "NotFound", "pod not found")
             if query.get("container") != pod["container"]:
                 return h._status(400, "BadRequest", f"container {query.get('container')} is not valid")
-            if query.get("follow") in ("true", "True") and self.failed_follows:
+            follow = query.get("follow") in ("true", "True")
+            if follow and self.failed_follows:
                 self.failed_follows -= 1
                 return h._status(500, "InternalError", "the kubelet closed the stream")
-            return h._send(200, pod["log"].encode(), "text/plain")
+            lines = log_lines(pod, query)
+            body = "".join(line + "\n" for line in lines).encode()
+            if follow and pod.get("cut_follows"):
+                # a followed log comes chunked (HTTP/1.1); this connection drops after k lines,
+                # before the last chunk
+                k = pod["cut_follows"].pop(0)
+                h.protocol_version = "HTTP/1.1"
+                h.send_response(200)
+                h.send_header("Content-Type", "text/plain")
+                h.send_header("Transfer-Encoding", "chunked")
+                h.end_headers()
+                for line in lines[:k]:
+                    data = (line + "\n").encode()
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    h.wfile.flush()
+                h.close_connection = True
+                return None
+            return h._send(200, body, "text/plain")
         return h._status(404, "NotFound", "no route")
+
+
+def stamp(i):
+    """The kubelet's timestamp of a pod's line ``i``: RFC3339Nano in UTC, whose fraction drops
+    trailing zeros (whole seconds have none), 0.25 s apart from 2026-12-01T12:00:02Z."""
+    seconds, quarter = divmod(i, 4)
+    fraction = f".{quarter * 25:02d}".rstrip("0") if quarter else ""
+    return f"2026-12-01T12:{seconds // 60:02d}:{2 + seconds % 60:02d}{fraction}Z"
+
+
+def log_lines(pod, query):
+    """The lines a log request gets, as the API server answers it: each line prefixed with its
+    timestamp when ``timestamps=true``; ``sinceSeconds`` keeps the lines stamped at or after that
+    many seconds before now; ``tailLines`` the last ones. ``pod["stamps"]`` overrides the
+    timestamps (one per line)."""
+    from datetime import datetime, timezone
+
+    lines = pod["log"].splitlines()
+    stamps = pod.get("stamps") or [stamp(i) for i in range(len(lines))]
+    pairs = list(zip(stamps, lines))
+    if "sinceSeconds" in query:
+        start = datetime.now(timezone.utc).timestamp() - int(query["sinceSeconds"])
+        pairs = [(t, line) for t, line in pairs
+                 if datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() >= start]
+    if "tailLines" in query:
+        pairs = pairs[-int(query["tailLines"]):]
+    if query.get("timestamps") in ("true", "True"):
+        return [f"{t} {line}" for t, line in pairs]
+    return [line for _, line in pairs]
 
 
 def make(kind="trainjob", **extra):

@@ -184,9 +184,14 @@ def test_success_keeps_the_rank0_log_on_the_volume_then_deletes_the_job(kube, tm
     assert "deleting it" in log
 
 
-def test_a_failed_log_stream_is_read_at_the_end(kube):
-    """A follow request that fails (kubelet restart, proxy timeout) still shows the rank-0 log:
-    its tail is read once the job is done, and the failure is said."""
+def log_requests(fake, follow):
+    return [r for r in fake.requests if r[1].endswith("/log")
+            and (r[2].get("follow") in ("true", "True")) == follow]
+
+
+def test_a_failed_log_stream_is_followed_again_while_the_pod_runs(kube):
+    """A follow request that fails (kubelet restart, proxy timeout) is said, and the pod's log is
+    followed again at the next poll: every line shows, once."""
     fake, api = kube
     cfg, name, m = make()
     fake.failed_follows = 1
@@ -195,10 +200,81 @@ def test_a_failed_log_stream_is_read_at_the_end(kube):
     lines = []
     KubeJobs(cfg, api, NS, lines.append).run(m)
     assert any("log stream of" in line and "HTTP 500" in line for line in lines), lines
-    assert f"[{name}-node-0-0-aaaaa] step 2 loss 1.0" in lines, lines
-    follows = [r for r in fake.requests if r[1].endswith("/log") and r[2].get("follow") in ("true", "True")]
-    tails = [r for r in fake.requests if r[1].endswith("/log") and "follow" not in r[2]]
-    assert len(follows) == 1 and len(tails) == 1
+    for step in ("step 1 loss 2.0", "step 2 loss 1.0"):
+        assert lines.count(f"[{name}-node-0-0-aaaaa] {step}") == 1, lines
+    assert len(log_requests(fake, follow=True)) >= 2
+
+
+def test_a_failed_log_stream_of_a_pod_that_ended_is_read_at_the_end(kube):
+    fake, api = kube
+    cfg, name, m = make()
+    fake.failed_follows = 1
+    fake.scripts[name] = [None, CREATED, COMPLETE]
+    fake.pods.append(trainjob_pod(f"{name}-node-0-0-aaaaa", name, phase="Succeeded",
+                                  log="step 1 loss 2.0\nstep 2 loss 1.0\n"))
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    assert lines.count(f"[{name}-node-0-0-aaaaa] step 2 loss 1.0") == 1, lines
+    (tail,) = log_requests(fake, follow=False)  # nothing was shown: its last lines
+    assert tail[2]["tailLines"] == "500" and "sinceSeconds" not in tail[2]
+
+
+STEPS = "".join(f"step {i} loss {5 - i / 2}\n" for i in range(1, 7))
+
+
+def test_a_stream_cut_mid_run_resumes_after_the_last_line_shown(kube):
+    """Long runs outlive their log streams (proxy and API server timeouts): a stream cut while the
+    pod still runs is followed again from the last line shown (by its timestamp), so the log
+    goes on without a gap and without repeating a line."""
+    fake, api = kube
+    cfg, name, m = make()
+    pod = f"{name}-node-0-0-aaaaa"
+    fake.scripts[name] = [None, CREATED, CREATED, CREATED, CREATED, COMPLETE]
+    fake.pods.append(dict(trainjob_pod(pod, name, log=STEPS), cut_follows=[3]))
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    shown = [line for line in lines if line.startswith(f"[{pod}] ")]
+    assert shown == [f"[{pod}] {step}" for step in STEPS.splitlines()], lines
+    assert any(f"following the log of {pod} again" in line for line in lines), lines
+    first, again, *_ = log_requests(fake, follow=True)
+    assert first[2]["timestamps"] in ("true", "True") and "sinceSeconds" not in first[2]
+    assert int(again[2]["sinceSeconds"]) > 60  # back to the last line shown, plus the margin
+
+
+def test_a_stream_cut_just_before_the_pod_ended_gets_the_rest_at_the_end(kube):
+    fake, api = kube
+    cfg, name, m = make()
+    pod = f"{name}-node-0-0-aaaaa"
+    fake.scripts[name] = [None, CREATED, COMPLETE]
+    fake.pods.append(dict(trainjob_pod(pod, name, phase="Succeeded", log=STEPS), cut_follows=[4]))
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    shown = [line for line in lines if line.startswith(f"[{pod}] ")]
+    assert shown == [f"[{pod}] {step}" for step in STEPS.splitlines()], lines
+    assert f"[launcher] the rest of the log of pod {pod}:" in lines
+    (rest,) = log_requests(fake, follow=False)
+    assert "sinceSeconds" in rest[2] and "tailLines" not in rest[2]
+
+
+def test_lines_stamped_alike_are_told_apart_by_how_many_were_shown():
+    """Two lines can carry the same timestamp; a resumed stream skips only as many of them as
+    were shown. Timestamps are RFC3339Nano, whose fraction drops trailing zeros, so they are
+    compared as numbers, not as text ('.5Z' is after '.25Z')."""
+    from longalign.training.launcher.logs import LogFollower, stamp_key
+
+    assert stamp_key("2026-12-01T12:00:02.5Z x")[0] > stamp_key("2026-12-01T12:00:02.25Z y")[0]
+    from datetime import datetime, timezone
+
+    noon = int(datetime(2026, 12, 1, 12, 0, 2, tzinfo=timezone.utc).timestamp())
+    assert stamp_key("2026-12-01T12:00:02Z x") == ((noon, 0), "x")
+    assert stamp_key("2026-12-01T13:00:02.000000001+01:00 x") == ((noon, 1), "x")
+    assert stamp_key("no stamp") == (None, "no stamp")
+    out = []
+    follower = LogFollower(None, NS, "", "node", out.append)
+    a, b, c = "2026-12-01T12:00:02.5Z a", "2026-12-01T12:00:02.5Z b", "2026-12-01T12:00:03Z c"
+    follower._show("p", ["2026-12-01T12:00:02.25Z early", a])  # the stream is cut after "a"
+    follower._show("p", ["2026-12-01T12:00:02.25Z early", a, b, c])  # resumed from before it
+    assert out == ["[p] early", "[p] a", "[p] b", "[p] c"]
 
 
 @pytest.mark.parametrize("key", ["lastTimestamp", "eventTime", "firstTimestamp", "creationTimestamp"])
