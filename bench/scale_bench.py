@@ -12,7 +12,9 @@
 3. Sourcing throughput (MB/s of input text through ``longalign.sourcing.source`` with the
    default config: near-dup on) with ``workers=1`` and ``workers=N`` on the sourcing benchmark's
    synthetic corpus (JSONL files, streamed by this process, plus a directory, read by the
-   workers), with the per-worker rate the cost model in docs/scale.md uses.
+   workers), with the per-worker rate the cost model in docs/scale.md uses; then the cluster's
+   sourcing steps (``source_shard`` per part, the reduce over the parts): the reduce's own rate,
+   which bounds how many map pods pay off.
 4. Equality: N workers and the sharded join write byte-identical packed rows (and N workers
    byte-identical corpus shards) to one process.
 
@@ -118,6 +120,27 @@ def sourcing(corpus: Path, out: Path, model: str, workers: int) -> tuple[dict, f
     return stats.stats, time.perf_counter() - start
 
 
+def sharded_sourcing(corpus: Path, work: Path, model: str, parts: int) -> tuple[list[float], float]:
+    """The cluster's sourcing steps run one after another here: ``source_shard`` for each part
+    (each loads its tokenizer, as a pod does), then the reduce (``source`` over the parts:
+    exact dedup, the LSH, token bounds, splitting, writing); (seconds per part, seconds of the
+    reduce)."""
+    from longalign.config import SourcingConfig
+    from longalign.sourcing import source
+    from longalign.sourcing.shards import source_shard
+
+    cfg = SourcingConfig(sources=[f"jsonl:{corpus / 'jsonl'}", f"dir:{corpus / 'dir'}"])
+    maps = []
+    for k in range(parts):
+        start = time.perf_counter()
+        source_shard(cfg, model, work / f"source-part-{k}", k, parts, overwrite=True)
+        maps.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    source(cfg, model, work / "corpus-join", overwrite=True,
+           parts=[work / f"source-part-{k}" for k in range(parts)])
+    return maps, time.perf_counter() - start
+
+
 def same_files(a: Path, b: Path, pattern: str) -> bool:
     names = sorted(p.name for p in a.glob(pattern))
     return bool(names) and names == sorted(p.name for p in b.glob(pattern)) and all(
@@ -209,10 +232,17 @@ def main() -> None:
             per_worker = mb / source_runs[args.workers][1] / args.workers
             print(f"per worker at N={args.workers}: {per_worker:.2f} MB/s; 100 GB at that rate: "
                   f"{100 * 1024 / per_worker / 3600:.1f} worker-hours")
+            maps, join_s = sharded_sourcing(work / "corpus", work, args.model, args.parts)
+            print(f"sharded (the cluster's steps, one after another): {args.parts} parts in "
+                  + ", ".join(f"{t:.1f}" for t in maps) + f" s (map rate {mb / sum(maps):.2f} MB/s "
+                  f"per pod, start-up included), reduce {join_s:.1f} s ({mb / join_s:.2f} MB/s): "
+                  f"one reduce keeps up with {sum(maps) / join_s:.1f} map pods of this rate")
 
         n = args.workers
-        corpus = (f"; corpus shards byte-identical: "
-                  f"{same_files(work / 'corpus-1', work / f'corpus-{n}', '*.parquet')}"
+        corpus = (f"; corpus shards byte-identical with workers={n}: "
+                  f"{same_files(work / 'corpus-1', work / f'corpus-{n}', '*.parquet')}, "
+                  f"after the sharded reduce: "
+                  f"{same_files(work / 'corpus-1', work / 'corpus-join', '*.parquet')}"
                   if args.source_mb > 0 else "")
         print(f"\n## 4. Equality: packed rows byte-identical with workers={n}: "
               f"{same_files(work / 'packed-1', work / f'packed-{n}', 'rows-*.arrow')}, "
