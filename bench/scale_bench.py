@@ -214,8 +214,8 @@ def main() -> None:
             print(f"{f'packing part {k} (map)':<32}{tokens / seconds:>12,.0f}{seconds:>9.2f}")
         map_rate = statistics.median(t / s for t, s in maps)
         print(f"{'packing join (reduce)':<32}{join_tokens / join_s:>12,.0f}{join_s:>9.2f}")
-        print(f"one join keeps up with {join_tokens / join_s / map_rate:.1f} map pods of this rate "
-              f"(the join's fixed costs, tokenizer load and plot, included)")
+        print(f"the join takes as long as the map at {join_tokens / join_s / map_rate:.1f} map pods "
+              f"of this rate (the join's fixed costs, tokenizer load and plot, included)")
 
         if args.source_mb > 0:
             made = generate(work / "corpus", int(args.source_mb * 2**20), seed=0)
@@ -236,7 +236,7 @@ def main() -> None:
             print(f"sharded (the cluster's steps, one after another): {args.parts} parts in "
                   + ", ".join(f"{t:.1f}" for t in maps) + f" s (map rate {mb / sum(maps):.2f} MB/s "
                   f"per pod, start-up included), reduce {join_s:.1f} s ({mb / join_s:.2f} MB/s): "
-                  f"one reduce keeps up with {sum(maps) / join_s:.1f} map pods of this rate")
+                  f"the reduce takes as long as the map at {sum(maps) / join_s:.1f} map pods")
 
         n = args.workers
         corpus = (f"; corpus shards byte-identical with workers={n}: "
