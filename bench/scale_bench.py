@@ -7,8 +7,8 @@
    as the median of interleaved repeats (the machine may be shared), with CPU seconds.
    The issue's target: the stage at >= 0.8 x the raw tokenizer with the same cores.
 2. The sharded packing steps of a cluster run (``encode_shard`` per part, ``pack_parts``),
-   one after another: each part's map rate and the join's rate, i.e. how many map pods one
-   join keeps up with (the cost model in docs/scale.md).
+   one after another: each part's map rate and the join's rate, i.e. at how many map pods the
+   join (which starts after the last of them) takes as long as the map (docs/scale.md).
 3. Sourcing throughput (MB/s of input text through ``longalign.sourcing.source`` with the
    default config: near-dup on) with ``workers=1`` and ``workers=N`` on the sourcing benchmark's
    synthetic corpus (JSONL files, streamed by this process, plus a directory, read by the
