@@ -169,7 +169,7 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
         # its own session: at the budget, mutmut and its forked test processes are stopped together
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        stopped, cpu_seconds = _wait(proc, minutes * 60 if minutes else None)
+        stopped = _wait(proc, minutes * 60 if minutes else None)
     seconds = time.monotonic() - start
     statuses = {n: s for n, s in results(work, env).items() if selected(group, n)}
     counts: dict[str, int] = {}
@@ -180,14 +180,14 @@ def run_group(group: Group, jobs: int, log, minutes: float | None = None) -> dic
     row = {"group": group.name, "what": group.what, "modules": list(group.sources), "tests": list(group.tests),
            "mutants": len(statuses), "killed": killed, "survived": survived, "counts": counts,
            "score": round(killed / (killed + survived), 4) if killed + survived else None,
-           "seconds": round(seconds), "cpu_seconds": round(cpu_seconds), "exit_code": proc.returncode, "stopped_at_minutes": minutes if stopped else None,
+           "seconds": round(seconds), "exit_code": proc.returncode, "stopped_at_minutes": minutes if stopped else None,
            "survivors": diffs_of(work, env, [n for n, s in sorted(statuses.items()) if s == "survived"]),
            "other": {n: s for n, s in sorted(statuses.items()) if s not in KILLED + ("survived", "not checked")}}
     if not stopped and (proc.returncode != 0 or not statuses):
         row["error"] = f"mutmut exited {proc.returncode}; see .mutation/{group.name}/mutmut-run.log"
     score = "-" if row["score"] is None else f"{row['score']:.1%}"
     log(f"{group.name}: {row['mutants']} mutants, {killed} killed, {survived} survived, score {score} "
-        f"in {row['seconds']} s ({row['cpu_seconds']} CPU s)" + (f" (stopped at the {minutes} min budget)" if stopped else "")
+        f"in {row['seconds']} s" + (f" (stopped at the {minutes} min budget)" if stopped else "")
         + (f" ({row['error']})" if "error" in row else ""))
     for name, diff in row["survivors"].items():
         log(f"  survived: {name}\n" + "\n".join("    " + ln for ln in diff.splitlines()))
@@ -220,11 +220,9 @@ cli()
 """
 
 
-def _wait(proc: subprocess.Popen, budget: float | None) -> tuple[bool, float]:
+def _wait(proc: subprocess.Popen, budget: float | None) -> bool:
     """Wait for mutmut; at ``budget`` seconds stop its session (every finished mutant's result is
-    already saved; the rest stay "not checked"). Returns (stopped, CPU seconds of mutmut and every
-    test process it forked): wait4's usage of one child, so groups run at the same time are
-    measured apart."""
+    already saved; the rest stay "not checked"). Returns whether it was stopped."""
     stopped = threading.Event()
 
     def stop() -> None:
@@ -244,20 +242,19 @@ def _wait(proc: subprocess.Popen, budget: float | None) -> tuple[bool, float]:
     if timer:
         timer.daemon = True
         timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     if timer:
         timer.cancel()
-    return stopped.is_set(), usage.ru_utime + usage.ru_stime
+    return stopped.is_set()
 
 
-def _children_cpu() -> float:
-    """CPU seconds (user + system) of every finished child process and its descendants: the
-    machine-independent cost of a group, whatever else the machine was running meanwhile."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _busy_cpu() -> float:
+    """CPU seconds the whole machine has been busy (every process: user, nice, system, interrupts)
+    since boot, from /proc/stat. A process's own accounting misses mutmut's forked test runs (its
+    fork server is not waited for), so the run is measured on the machine instead."""
+    fields = open("/proc/stat").readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _commit() -> str:
@@ -330,7 +327,8 @@ def run_summary(run: dict) -> list[str]:
     loads = run["load"]
     return ["", f"Last complete run: all {len(run['groups'])} groups, {run['started']} to {run['finished']} UTC, "
                 f"commit {run['commit']}: **{run['wall_seconds'] / 60:.1f} min wall** "
-                f"({run['cpu_seconds'] / 60:.1f} CPU min) on {run['cores']} cores, {run.get('groups_at_once', 1)} "
+                f"(the machine's CPUs were busy {run.get('busy_cpu_seconds', 0) / 60:.1f} CPU min meanwhile, every "
+                f"process counted) on {run['cores']} cores, {run.get('groups_at_once', 1)} "
                 f"group(s) at a time with {run['jobs']} test processes each, niceness {run['nice']}. Load average (1 min, sampled every {run['load_every']:.0f} s): "
                 f"mean {loads['mean']:.2f}, max {loads['max']:.2f}; at the start {loads['start']}, "
                 f"at the end {loads['end']} (1, 5, 15 min)."]
@@ -344,11 +342,10 @@ def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = Non
              "Written by `make mutation` (bench/mutation.py, mutmut). Score = killed / (killed + survived)",
              "over the mutants of the listed modules, each run only against the tests named for its group.",
              "Survivors and why each one is acceptable: docs/testing.md.", "",
-             "Seconds: wall time of the group (mutant generation, mutmut's traced and clean runs of the",
-             "tests, then every mutant); CPU seconds: the CPU time of mutmut and all its test processes,",
-             "which does not depend on what else the machine ran meanwhile.", "",
-             "| group | modules | mutants | killed | survived | other | score | seconds | CPU seconds | commit | date |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Seconds: wall time of the group (copying, mutant generation, mutmut's traced and clean runs",
+             "of the tests, then every mutant), with whatever ran beside it (`--groups-at-once`).", "",
+             "| group | modules | mutants | killed | survived | other | score | seconds | commit | date |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         other = sum(v for k, v in r["counts"].items() if k not in KILLED + ("survived",))
         score = "-" if r["score"] is None else f"{r['score']:.1%}"
@@ -356,17 +353,14 @@ def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = Non
         if r.get("stopped_at_minutes"):
             score += f" (partial: {r['counts'].get('not checked', 0)} not checked)"
         lines.append(f"| {r['group']} | {modules} | {r['mutants']} | {r['killed']} | {r['survived']} | {other} | "
-                     f"{score} | {r['seconds']} | {r.get('cpu_seconds', '-')} | {r['commit']} | {r['date']} |")
+                     f"{score} | {r['seconds']} | {r['commit']} | {r['date']} |")
     killed = sum(r["killed"] for r in rows)
     survived = sum(r["survived"] for r in rows)
     if killed + survived:
         lines += ["", f"Overall: {killed} killed, {survived} survived, score {killed / (killed + survived):.1%} "
                       f"({len(rows)} of {len(GROUPS)} groups; {jobs} test process(es) at once)."]
-    if all("cpu_seconds" in r for r in rows):
-        wall, cpu = sum(r["seconds"] for r in rows), sum(r["cpu_seconds"] for r in rows)
-        lines += ["", f"Time: the groups' wall times add up to {wall / 60:.1f} min (groups run at the same time "
-                      f"overlap), {cpu / 60:.1f} CPU min, "
-                      f"{sum(r['mutants'] for r in rows) / max(cpu / 60, 1e-9):.1f} mutants per CPU minute."]
+    lines += ["", f"The groups' wall times add up to {sum(r['seconds'] for r in rows) / 60:.1f} min (groups run "
+                  "at the same time overlap)."]
     if run:
         lines += run_summary(run)
         newer = [r["group"] for r in rows if r.get("run_started", "") != run["started"]]
@@ -432,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r["group"]: r for r in previous_rows(args.report)}
     run = previous_run(args.report)
     started = dt.datetime.now(dt.timezone.utc)
-    start, cpu_before, load_start = time.monotonic(), _children_cpu(), os.getloadavg()
+    start, busy_before, load_start = time.monotonic(), _busy_cpu(), os.getloadavg()
     lock = threading.Lock()
 
     def one(group: Group) -> None:
@@ -458,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(chosen) == len(GROUPS) and not any(rows[g.name].get("stopped_at_minutes") for g in GROUPS):
         run = {"groups": [g.name for g in chosen], "started": started.strftime("%Y-%m-%d %H:%M"),
                "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M"),
-               "wall_seconds": round(time.monotonic() - start), "cpu_seconds": round(_children_cpu() - cpu_before),
+               "wall_seconds": round(time.monotonic() - start), "busy_cpu_seconds": round(_busy_cpu() - busy_before),
                "cores": os.cpu_count(), "jobs": args.jobs, "groups_at_once": args.groups_at_once, "nice": os.nice(0), "commit": _commit(),
                "load_every": load.every,
                "load": {"mean": round(sum(load.samples) / len(load.samples), 2), "max": max(load.samples),
