@@ -196,8 +196,10 @@ class FakeKube:
             body = "".join(line + "\n" for line in lines).encode()
             if follow and pod.get("cut_follows"):
                 # a followed log comes chunked (HTTP/1.1); this connection drops after k lines,
-                # before the last chunk
+                # before the last chunk, or with ("clean", k) ends there as if the log ended
                 k = pod["cut_follows"].pop(0)
+                clean = isinstance(k, tuple)
+                k = k[1] if clean else k
                 h.protocol_version = "HTTP/1.1"
                 h.send_response(200)
                 h.send_header("Content-Type", "text/plain")
@@ -207,6 +209,8 @@ class FakeKube:
                     data = (line + "\n").encode()
                     h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     h.wfile.flush()
+                if clean:
+                    h.wfile.write(b"0\r\n\r\n")
                 h.close_connection = True
                 return None
             return h._send(200, body, "text/plain")

@@ -256,6 +256,23 @@ def test_a_stream_cut_just_before_the_pod_ended_gets_the_rest_at_the_end(kube):
     assert "sinceSeconds" in rest[2] and "tailLines" not in rest[2]
 
 
+def test_a_stream_that_ends_cleanly_just_before_its_pod_gets_the_rest_at_the_end(kube):
+    """A proxy can also end a stream cleanly; when the pod ends before the next poll, the final
+    read after the job ends still shows the lines after the last one shown."""
+    fake, api = kube
+    cfg, name, m = make()
+    pod = f"{name}-node-0-0-aaaaa"
+    fake.scripts[name] = [None, CREATED, COMPLETE]
+    fake.pods.append(dict(trainjob_pod(pod, name, phase="Succeeded", log=STEPS),
+                          cut_follows=[("clean", 2)]))
+    lines = []
+    KubeJobs(cfg, api, NS, lines.append).run(m)
+    shown = [line for line in lines if line.startswith(f"[{pod}] ")]
+    assert shown == [f"[{pod}] {step}" for step in STEPS.splitlines()], lines
+    assert not any("ended:" in line for line in lines)  # no error to report
+    assert lines.index(f"[launcher] the rest of the log of pod {pod}:") == lines.index(shown[2]) - 1
+
+
 def test_lines_stamped_alike_are_told_apart_by_how_many_were_shown():
     """Two lines can carry the same timestamp; a resumed stream skips only as many of them as
     were shown. Timestamps are RFC3339Nano, whose fraction drops trailing zeros, so they are

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 Sink = Callable[[str], None]
 
-RESUMES = 50  # times one pod's log is followed again after its stream ended early
+RESUMES = 1000  # times one pod's log is followed again (at most once per poll of the job)
 MARGIN_SECONDS = 60  # asked for beyond the last line shown (clock skew); duplicates are skipped
 TAIL_LINES = 500  # of a pod whose stream showed nothing
 # "2026-12-02T07:00:00.123456789Z text" (RFC3339Nano: trailing zeros of the fraction dropped)
@@ -43,8 +43,8 @@ class LogFollower:
     ``poll()`` is called from the wait loop: when no stream is open it follows the last pod
     again if its stream ended while the pod still runs, else looks for a started pod it has not
     streamed yet (a restarted pod has a new name) and follows it. ``finish()`` waits briefly for
-    the open stream, reads what a broken stream missed, and reads, without following, any pod
-    that started and ended between two polls, so a short failing job still shows its output.
+    the open stream, reads what the streams missed, and reads, without following, any pod that
+    started and ended between two polls, so a short failing job still shows its output.
     """
 
     def __init__(self, core: Any, namespace: str, selector: str, container: str, sink: Sink,
@@ -55,7 +55,6 @@ class LogFollower:
         self.unread: set[str] = set()  # pods whose streams showed no line yet
         self.ended: set[str] = set()  # pods whose last stream has ended
         self.failed: set[str] = set()  # ... with an error
-        self.broken: set[str] = set()  # ... with an error, after showing lines
         self.resumes: dict[str, int] = {}
         self.last: dict[str, tuple[tuple[int, int], int]] = {}  # pod -> (last stamp, lines at it)
         self._thread: threading.Thread | None = None
@@ -93,7 +92,6 @@ class LogFollower:
             if current in self.failed:  # a clean end while the pod runs is resumed quietly
                 self.sink(f"[launcher] following the log of {current} again "
                           f"({self.resumes[current]}/{RESUMES})")
-            self.broken.discard(current)
             self._start(current, resume=True)
             return
         fresh = [name for name, _ in pods if name not in self.streamed]
@@ -103,25 +101,24 @@ class LogFollower:
             self._start(fresh[0], resume=False)
 
     def finish(self, timeout: float = 10.0) -> None:
-        """Wait for the open stream, then read what is not shown yet: the rest of a stream that
-        broke (or is still open after ``timeout``), the tail of a pod whose stream showed
+        """Wait for the open stream, then read what is not shown yet: the rest of every pod's
+        log after its last line shown (a stream can end, cleanly or not, shortly before its pod
+        does; nothing is printed when nothing is new), the tail of a pod whose stream showed
         nothing, and pods that started and ended between two polls."""
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 self.sink(f"[launcher] the log stream of {self.streamed[-1]} is still open "
-                          f"after {timeout:g} s; reading its last lines instead")
-                self.broken.add(self.streamed[-1])
+                          f"after {timeout:g} s; reading the rest instead")
         try:
             fresh = [name for name, _ in self._started_pods() if name not in self.streamed]
         except Exception as exc:  # best effort, but say so
             self.sink(f"[launcher] cannot list pods for their logs ({_short(exc)})")
             fresh = []
-        for pod in [p for p in self.streamed if p in self.unread | self.broken] + fresh:
+        for pod in [p for p in self.streamed if p in self.unread or p in self.last] + fresh:
             if pod not in self.streamed:
                 self.streamed.append(pod)
             self.unread.discard(pod)
-            self.broken.discard(pod)
             self._read(pod)
 
     def _follow(self, pod: str, resume: bool) -> None:
@@ -134,9 +131,7 @@ class LogFollower:
         except Exception as exc:
             self.sink(f"[launcher] log stream of {pod} ended: {_short(exc)}")
             self.failed.add(pod)
-            if pod in self.last:
-                self.broken.add(pod)  # the rest is read when the job ends, if not followed again
-            else:
+            if pod not in self.last:
                 self.unread.add(pod)  # read its tail when the job ends
         finally:
             self.ended.add(pod)
@@ -148,9 +143,10 @@ class LogFollower:
         (seconds, _), _ = self.last[pod]
         return {"since_seconds": max(1, math.ceil(self.clock() - seconds) + MARGIN_SECONDS)}
 
-    def _show(self, pod: str, lines: Iterable[str]) -> None:
-        """Sink each line not shown before: a line stamped before the last one shown of this pod
-        is skipped, and of the lines stamped exactly at it, as many as were shown."""
+    def _show(self, pod: str, lines: Iterable[str], header: str = "") -> None:
+        """Sink each line not shown before (after ``header``, if there is one): a line stamped
+        before the last one shown of this pod is skipped, and of the lines stamped exactly at
+        it, as many as were shown."""
         last_key, shown_at = self.last.get(pod, (None, 0))
         skip = shown_at
         for line in lines:
@@ -166,6 +162,9 @@ class LogFollower:
                 last_key = key
                 self.last[pod] = (key, shown_at)
             self.unread.discard(pod)
+            if header:
+                self.sink(header)
+                header = ""
             self.sink(f"[{pod}] {text}")
 
     def _read(self, pod: str) -> None:
@@ -178,8 +177,8 @@ class LogFollower:
         except Exception as exc:
             self.sink(f"[launcher] cannot read the log of {pod}: {_short(exc)}")
             return
-        self.sink(f"[launcher] {'the rest of the log' if since else 'last lines'} of pod {pod}:")
-        self._show(pod, str(text).splitlines())
+        self._show(pod, str(text).splitlines(),
+                   f"[launcher] {'the rest of the log' if since else 'last lines'} of pod {pod}:")
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterable[str]:
