@@ -3,7 +3,6 @@ options, the run-config loader and the metrics table printed after a stage."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,7 +17,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="LongAlign long-context alignment as a Kubeflow Pipelines DAG.",
 )
-log = logging.getLogger("longalign")
 
 # CLI flag (the command's parameter name) -> config key. The flag's value goes straight into the
 # loader (no JSON round trip) and its help text is the key's description.

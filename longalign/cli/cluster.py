@@ -11,6 +11,7 @@ import typer
 from longalign.cli.app import ConfigOpt, PipelineOpt, PresetOpt, SetOpt, _config, app
 from longalign.errors import UserError
 
+
 @app.command()
 def launch(
     run_id: Annotated[str, typer.Option("--run-id", help="The run id the job is named after (a KFP run id).")],

@@ -13,6 +13,7 @@ from longalign.cli.app import (
     ConfigOpt, OutputOpt, OverwriteOpt, PresetOpt, SetOpt, _config, _flag, _report, app,
 )
 
+
 @app.command()
 def source(
     output: OutputOpt,
