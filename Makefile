@@ -33,13 +33,12 @@ test-all: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""
 
 # Mutation testing of the core modules (bench/mutation.py, mutmut from the `mutation` extra): each
-# group's mutants against that group's tests, 2 test processes at once; report docs/mutation.md.
-# Not part of `make test` or CI. GROUP=io runs one group (see bench/mutation.py for the groups).
-# Every mutant of every group is run; MUTATION_MINUTES (default 20) only guards against a group
-# that runs away (it is then stopped and reported as partial). The groups' CPU time is in
-# docs/mutation.md; on 2 otherwise idle cores a group takes about its CPU seconds / 2 plus its
-# tests' waiting. On a busy shared machine a niced run takes much longer: MUTATION_MINUTES=5 there.
-MUTATION_MINUTES ?= 20
+# group's mutants against that group's tests; two groups at a time with 2 test processes each;
+# report docs/mutation.md (with the whole run's wall time and load). Not part of `make test` or CI.
+# GROUP=io runs one group (see bench/mutation.py for the groups). Every mutant of every group is
+# run; MUTATION_MINUTES (default 45) only guards against a group that runs away (it is then stopped
+# and reported as partial). On a busy shared machine a niced run takes much longer.
+MUTATION_MINUTES ?= 45
 MUTATION_STAMP := $(VENV)/.mutation-stamp
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[mutation]'
