@@ -56,7 +56,7 @@ class Group:
 GROUPS = (
     Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py"),
           ("tests/packing/test_packing_plan.py", "tests/packing/test_packing_encode.py",
-           "tests/packing/test_packing_properties.py")),
+           "tests/packing/test_packing_templates.py", "tests/packing/test_packing_properties.py")),
     Group("loss", "training loss (LongAlign's weighted packed loss)", ("longalign/training/loss.py",),
           ("tests/training/test_training_loss.py",)),
     Group("schedule-attention", "learning-rate schedule and packed attention",
@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     run = previous_run(args.report)
     started = dt.datetime.now(dt.timezone.utc)
     start, busy_before, load_start = time.monotonic(), _busy_cpu(), os.getloadavg()
+    run_commit = _commit()  # the code the run starts from (each group records its own as well)
     lock = threading.Lock()
 
     def one(group: Group) -> None:
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         run = {"groups": [g.name for g in chosen], "started": started.strftime("%Y-%m-%d %H:%M"),
                "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M"),
                "wall_seconds": round(time.monotonic() - start), "busy_cpu_seconds": round(_busy_cpu() - busy_before),
-               "cores": os.cpu_count(), "jobs": args.jobs, "groups_at_once": args.groups_at_once, "nice": os.nice(0), "commit": _commit(),
+               "cores": os.cpu_count(), "jobs": args.jobs, "groups_at_once": args.groups_at_once, "nice": os.nice(0), "commit": run_commit,
                "load_every": load.every,
                "load": {"mean": round(sum(load.samples) / len(load.samples), 2), "max": max(load.samples),
                         "start": " / ".join(f"{v:.2f}" for v in load_start),

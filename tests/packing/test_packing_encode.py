@@ -108,7 +108,7 @@ def test_batch_keeps_order_and_mixes_good_and_bad(tokenizer):
 ])
 def test_bad_input_is_skipped_with_its_reason(tokenizer, messages, reason):
     out = encode_one(tokenizer, messages)
-    assert isinstance(out, Skipped) and out.reason == reason and out.detail
+    assert isinstance(out, Skipped) and out.reason == reason and out.detail and out.id == "x"  # the skip names it
 
 
 def test_no_targets_when_the_template_drops_assistant_text(tokenizer):
@@ -116,7 +116,7 @@ def test_no_targets_when_the_template_drops_assistant_text(tokenizer):
     tok.chat_template = ("{% for m in messages %}{% if m['role'] != 'assistant' %}"
                          "{{ m['content'] }}\n{% endif %}{% endfor %}")
     out = encode_one(tok, TWO_TURNS)
-    assert isinstance(out, Skipped) and out.reason == "no_targets"
+    assert isinstance(out, Skipped) and out.reason == "no_targets" and out.id == "x"
 
 
 def test_first_label_is_masked_even_when_it_is_a_target(tokenizer):
@@ -134,7 +134,22 @@ def test_template_that_is_not_prefix_stable(tokenizer):
     # renders only the last message: an earlier prefix is not a prefix of the whole chat
     tok.chat_template = "{{ messages[-1]['content'] }}"
     out = encode_one(tok, TWO_TURNS)
+    assert isinstance(out, Skipped) and out.reason == "template_mismatch" and out.id == "x"
+
+
+def test_template_whose_prefix_is_not_in_the_whole_chat(tokenizer):
+    tok = load_tokenizer("embedded:tiny")
+    # the generation prompt's rendering is a prefix of each turn's, but every rendering ends in
+    # its message count, so a turn's rendering is not a prefix of the whole chat
+    tok.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                         "{% if not add_generation_prompt %}|{{ messages | length }}{% endif %}")
+    out = encode_one(tok, TWO_TURNS)
     assert isinstance(out, Skipped) and out.reason == "template_mismatch"
+
+
+def test_a_message_without_a_role_is_a_counted_skip(tokenizer):
+    out = encode_one(tokenizer, [{"content": "Hi there."}, {"role": "assistant", "content": "Hello."}])
+    assert isinstance(out, Skipped) and out.reason == "malformed"
 
 
 def test_template_that_raises_is_a_counted_skip(tokenizer):
@@ -142,7 +157,7 @@ def test_template_that_raises_is_a_counted_skip(tokenizer):
     tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
                          "{{ raise_exception('no system') }}{% endif %}{{ m['content'] }}{% endfor %}")
     out = encode_one(tok, chat(("system", "s"), ("user", "u"), ("assistant", "a")))
-    assert isinstance(out, Skipped) and out.reason == "template_error"
+    assert isinstance(out, Skipped) and out.reason == "template_error" and out.id == "x"
 
 
 def test_the_first_failure_in_render_order_is_the_reported_reason(tokenizer):
@@ -206,7 +221,7 @@ def test_middle_truncation_with_a_long_last_turn(tokenizer):
     assert 150 - tail < 75  # the head shrank so the whole last turn fits
     assert target_runs(tokenizer, out) == target_runs(tokenizer, full)
     tiny = encode_one(tokenizer, messages, max_len=64, truncation="middle")
-    assert isinstance(tiny, Skipped) and tiny.reason == "too_long"
+    assert isinstance(tiny, Skipped) and tiny.reason == "too_long" and tiny.id == "x"
 
 
 @pytest.mark.parametrize("label_turns", ["all", "last"])

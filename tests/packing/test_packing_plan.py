@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longalign.packing import plan_naive, plan_next_fit, plan_packs, plan_sorted
-from longalign.packing.plan import lower_bound_rows, packed_efficiency, padded_efficiency
+from longalign.packing.plan import _CapacityIndex, lower_bound_rows, packed_efficiency, padded_efficiency
 from longalign.packing.refill import refill
 
 # Capacities that exercise 1, 2, 3 and 4 levels of the capacity bitset and the word edges.
@@ -260,3 +260,16 @@ def test_efficiencies_and_the_lower_bound():
     assert padded_efficiency([1, 3, 5, 9], [[0, 1], [2, 3], []]) == pytest.approx(18 / 24)
     assert padded_efficiency([1, 3], []) == 0.0 and padded_efficiency([2, 2], [[0, 1]]) == 1.0
     assert [lower_bound_rows(t, 10) for t in (-15, -5, 0, 1, 9, 10, 11, 20, 21)] == [0, 0, 0, 1, 1, 1, 2, 2, 3]
+
+
+def test_the_capacity_index_returns_the_least_capacity_that_fits():
+    """Best fit: of the open rows with room for ``need``, the one with the least room, also when
+    the capacities share a 64-bit word of the index and when they lie in different words."""
+    index = _CapacityIndex(300)
+    for row, cap in enumerate([130, 100, 70, 250, 66]):
+        index.add(cap, row)
+    assert index.pop_at_least(10) == (66, 4)  # nothing in the first word: the least of the next ones
+    assert index.pop_at_least(67) == (70, 2)  # in the word of the need itself
+    assert index.pop_at_least(67) == (100, 1)
+    assert index.pop_at_least(131) == (250, 3)
+    assert index.pop_at_least(131) is None and index.pop_at_least(1) == (130, 0)
