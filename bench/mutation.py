@@ -334,7 +334,7 @@ def run_summary(run: dict) -> list[str]:
                 f"at the end {loads['end']} (1, 5, 15 min)."]
 
 
-def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = None) -> None:
+def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = None, at_once: int = 1) -> None:
     """docs/mutation.md: a table per group and the survivors; the machine-readable rows are kept in
     a JSON block at the end so that a run of one group updates only its own row. ``run``: the
     timing of the last complete run (kept across runs of single groups)."""
@@ -358,7 +358,7 @@ def write_report(rows: list[dict], path: Path, jobs: int, run: dict | None = Non
     survived = sum(r["survived"] for r in rows)
     if killed + survived:
         lines += ["", f"Overall: {killed} killed, {survived} survived, score {killed / (killed + survived):.1%} "
-                      f"({len(rows)} of {len(GROUPS)} groups; {jobs} test process(es) at once)."]
+                      f"({len(rows)} of {len(GROUPS)} groups; {at_once} group(s) at a time, {jobs} test process(es) each)."]
     lines += ["", f"The groups' wall times add up to {sum(r['seconds'] for r in rows) / 60:.1f} min (groups run "
                   "at the same time overlap)."]
     if run:
@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                    run_started=started.strftime("%Y-%m-%d %H:%M"))
         with lock:
             rows[group.name] = row
-            write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run)
+            write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run,
+                         args.groups_at_once)
 
     if args.groups_at_once > 1:
         # the longest groups (by their last measured wall time, scaled up for a partial run) first,
@@ -460,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                         "start": " / ".join(f"{v:.2f}" for v in load_start),
                         "end": " / ".join(f"{v:.2f}" for v in os.getloadavg())}}
         print(run_summary(run)[1], flush=True)
-        write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run)
+        write_report([rows[g.name] for g in GROUPS if g.name in rows], args.report, args.jobs, run,
+                         args.groups_at_once)
     killed = sum(r["killed"] for r in rows.values())
     survived = sum(r["survived"] for r in rows.values())
     if killed + survived:
