@@ -95,6 +95,9 @@ class FakeOpenAI:
     """Start with ``with FakeOpenAI() as server:``; ``server.url`` is the client's base URL."""
 
     reply: Callable[[list[dict]], str] = canned_reply
+    # Or a function of the whole request body and how often these messages were seen before
+    # (the scoring tests' judge answers per model and per repeat).
+    respond: Callable[[dict, int], str] | None = None
     latency: float = 0.0
     api_key: str = API_KEY
     slow_seconds: float = 2.0
@@ -184,13 +187,13 @@ class FakeOpenAI:
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(messages, seen)
         try:
-            self._respond(handler, body, messages, key, fault, record)
+            self._respond(handler, body, messages, key, fault, record, seen)
         finally:
             record.end = time.monotonic()
             with self._lock:
                 self._in_flight -= 1
 
-    def _respond(self, handler, body, messages, key, fault, record) -> None:
+    def _respond(self, handler, body, messages, key, fault, record, seen) -> None:
         record.outcome = fault or "ok"
         sent = handler.headers.get("Authorization", "").removeprefix("Bearer ")
         if sent != self.api_key or fault == "401":
@@ -237,7 +240,7 @@ class FakeOpenAI:
         else:
             if fault == "slow":
                 time.sleep(self.slow_seconds)
-            text = self.reply(messages)
+            text = self.respond(body, seen) if self.respond is not None else self.reply(messages)
             message = {"role": "assistant", "content": text}
             if fault == "refusal":  # a model's refusal: no content, the reason in "refusal"
                 message = {"role": "assistant", "content": None, "refusal": "I can't help with that request."}

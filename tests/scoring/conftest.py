@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible server on 127.0.0.1 (a real HTTP server in a thread) for scoring tests.
+"""The scoring tests' behaviour of the shared fake OpenAI-compatible server (a real HTTP server on
+127.0.0.1, tests/fake_openai_server.py).
 
 Model ``judge`` behaves like a LongBench-Chat judge, keyed on the answer it is asked to rate:
 ``ANSWER n`` -> a reply mentioning an example's rating first and ending in ``[[n]]``; ``MIRROR`` ->
@@ -12,103 +13,79 @@ answers ``tail:`` plus the last 40 characters of the user message, or nothing wh
 import json
 import os
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_openai_server import FakeOpenAI as Server
 
 # The benchmark's own judge files (Apache-2.0, THUDM/LongAlign at the pinned commit) sit beside the
 # project in ../shared; LONGALIGN_TEST_LBC_DIR points elsewhere (or nowhere, to test the fallback).
 SHARED = Path(os.environ.get("LONGALIGN_TEST_LBC_DIR")
               or Path(__file__).resolve().parents[3] / "shared" / "data" / "longbench_chat")
 KEY = "sk-test-NEVER-LOG-THIS-4f1c"
+ANSWER_START, ANSWER_END = "[Assistant's answer begins]\n", "\n[Assistant's answer ends]"
+
+
+def rated(prompt: str) -> str | None:
+    """The answer a LongBench-Chat judge prompt asks to rate (None for any other prompt)."""
+    if ANSWER_START not in prompt:
+        return None
+    return prompt.rsplit(ANSWER_START, 1)[1].split(ANSWER_END)[0]
 
 
 class FakeOpenAI:
+    """The shared server with the judge and served-model behaviour above; ``requests`` are the
+    request bodies and ``auth`` their Authorization headers, in arrival order."""
+
     def __init__(self):
         self.key = KEY
-        self.requests: list[dict] = []
-        self.auth: list[str] = []
-        self.seen: dict[str, int] = {}
         self.first: dict[str, str] = {}
-        self.lock = threading.Lock()
-        owner = self
+        self.server = Server(respond=self.respond, fault_for=self.fault, api_key=KEY,
+                             retry_after="0").__enter__()
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    @property
+    def requests(self) -> list[dict]:
+        return [r.body for r in self.server.records]
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.requests.append(body)
-                    owner.auth.append(self.headers.get("Authorization", ""))
-                    prompt = body["messages"][-1]["content"]
-                    owner.seen[prompt] = owner.seen.get(prompt, 0) + 1
-                    count = owner.seen[prompt]
-                if not self.path.endswith("/chat/completions"):
-                    return self._send(404, {"error": {"message": "no route"}})
-                if body["model"] == "judge":
-                    status, text = owner.judge(prompt, count)
-                    if status != 200:
-                        return self._send(status, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
-                else:
-                    text = "" if "SAY-NOTHING" in prompt else "tail:" + prompt[-40:]
-                self._send(200, {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 5,
-                              "total_tokens": len(prompt) // 4 + 5}})
+    @property
+    def auth(self) -> list[str]:
+        return [r.authorization for r in self.server.records]
 
-            def _send(self, status, data, headers=None):
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(raw)
+    def fault(self, messages: list[dict], seen: int) -> str | None:
+        return "429" if rated(messages[-1]["content"]) == "RATE429" and seen == 0 else None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)  # quick shutdown
-        self.thread.start()
+    def respond(self, body: dict, seen: int) -> str:
+        prompt = body["messages"][-1]["content"]
+        if body["model"] == "judge":
+            return self.judge(prompt, seen + 1)
+        return "" if "SAY-NOTHING" in prompt else "tail:" + prompt[-40:]
 
-    @staticmethod
-    def rated(prompt: str) -> str:
-        return prompt.rsplit("[Assistant's answer begins]\n", 1)[1].split("\n[Assistant's answer ends]")[0]
-
-    def judge(self, prompt: str, count: int) -> tuple[int, str]:
+    def judge(self, prompt: str, count: int) -> str:
         if "[The Start of Assistant's Answer]\n" in prompt:  # LongAlign's needle judge prompt
-            return 200, "The answer does not give the sentence. Rating: [[2]], not [[9]]"
-        answer = self.rated(prompt)
+            return "The answer does not give the sentence. Rating: [[2]], not [[9]]"
+        answer = rated(prompt)
         if answer.startswith("ANSWER "):
-            return 200, f"The second example earned [[3]]; this one is better.\n\nRating: [[{answer.split()[1]}]]"
+            return f"The second example earned [[3]]; this one is better.\n\nRating: [[{answer.split()[1]}]]"
         if answer == "MIRROR":
             first = re.search(r"Rating: \[\[(\d+)\]\]", prompt).group(1)
-            return 200, f"Like the first example: [[{first}]]"
+            return f"Like the first example: [[{first}]]"
         if answer == "FLAKY":
-            return 200, ("I think it is decent." if count == 1 else "[[6]]")
+            return "I think it is decent." if count == 1 else "[[6]]"
         if answer == "NORATING":
-            return 200, "I refuse to give a number. [[rating]]"
+            return "I refuse to give a number. [[rating]]"
         if answer == "RANGE":
-            return 200, "Outstanding! [[11]]"
+            return "Outstanding! [[11]]"
         if answer.startswith("ONE-RUN "):  # rates only the first prompt it sees for this answer
             first = self.first.setdefault(answer, prompt)
-            return 200, (f"[[{answer.split()[1]}]]" if prompt == first else "No verdict this time.")
-        if answer == "RATE429":
-            return (429, "") if count == 1 else (200, "[[4]]")
-        return 200, "[[5]]"
+            return f"[[{answer.split()[1]}]]" if prompt == first else "No verdict this time."
+        return "[[4]]" if answer == "RATE429" else "[[5]]"
 
     def judge_requests(self) -> list[dict]:
         return [r for r in self.requests if r["model"] == "judge"]
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -262,36 +262,15 @@ def test_complete_run_reports_mean_and_reference_sum(tmp_path, shared_lbc, fake_
 
 
 def test_judge_rejecting_the_key_is_a_user_error(tmp_path, shared_lbc, fake_openai):
-    import http.server
-
-    class Deny(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            raw = b'{"error": {"message": "bad key"}}'
-            self.send_response(401)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    import threading
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    try:
-        write_cases(tmp_path / "data", [1], shared_lbc)
-        config = judge_config(fake_openai, tmp_path)
-        config = config.model_copy(update={"judge": config.judge.model_copy(
-            update={"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1"})})
-        endpoint = judge_endpoint(config)
-        with pytest.raises(UserError, match="rejected the API key") as info:
-            run_suite(load_benchmark(config), Scripted({1: "ANSWER 5"}), endpoint, config, seed=0)
-        assert fake_openai.key not in str(info.value)
-    finally:
-        server.shutdown()
-        server.server_close()
+    fake_openai.server.faults.append("401")  # its body repeats the key partly masked, as providers do
+    write_cases(tmp_path / "data", [1], shared_lbc)
+    config = judge_config(fake_openai, tmp_path)
+    endpoint = judge_endpoint(config)
+    with pytest.raises(UserError, match="rejected the API key") as info:
+        run_suite(load_benchmark(config), Scripted({1: "ANSWER 5"}), endpoint, config, seed=0)
+    assert fake_openai.key not in str(info.value)
+    sent = [r.key for r in fake_openai.server.records]  # the judge runs go out concurrently
+    assert len(sent) == len(set(sent)) and fake_openai.server.records[0].outcome == "401"  # no retry
 
 
 def test_unreachable_judge_leaves_questions_unjudged_and_the_report_says_so(tmp_path, shared_lbc, monkeypatch,

@@ -184,6 +184,7 @@ def test_longbench_chat_with_the_local_model(tmp_path, tiny_model, shared_lbc, f
 def test_api_key_from_a_mounted_file_or_the_environment(tmp_path, tokenizer, fake_openai, monkeypatch):
     secret = tmp_path / "key"
     secret.write_text("sk-from-file\n")
+    fake_openai.server.api_key = "sk-from-file"  # the server accepts only this key now
     answerer = OpenAIAnswerer(served(fake_openai, api_key_file=str(secret)), tokenizer, 4)
     answerer.answer([[{"role": "user", "content": "hi"}]])
     assert fake_openai.auth[-1] == "Bearer sk-from-file"  # the file wins over the variable
