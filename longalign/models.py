@@ -16,6 +16,7 @@ temporary name and renamed, under a file lock, so concurrent tasks never see a h
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -79,6 +80,34 @@ def _build_cached(name: str, build) -> Path:
     return target
 
 
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """While converting a GGUF file, parse it once. transformers reads the file three times (for
+    the config, the weights and the tokenizer) and rebuilds the same GGUF tensor-name map for
+    every submodule (397 times for SmolLM2); that was most of the 24 s a first run spent
+    converting the embedded model. Both are pure functions of their arguments (the reader maps
+    the file read-only), so within this block each is built once per argument and shared."""
+    try:
+        import gguf
+    except ImportError:  # transformers then says what to install
+        yield
+        return
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def read_once(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = reader(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _smollm2_tokenizer():
     from transformers import AutoTokenizer
 
@@ -91,14 +120,17 @@ def _build_smollm2(out: Path) -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     folder, name = smollm2_gguf()
-    gguf_model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype=torch.float32)
+    with gguf_parsed_once():
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name,
+                                                          dtype=torch.float32)
+        tokenizer = _smollm2_tokenizer()
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config = LlamaConfig.from_dict(config_dict)
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(gguf_model.state_dict())
     plain.save_pretrained(out, safe_serialization=True)
-    _smollm2_tokenizer().save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def tiny_config(vocab_size: int):

@@ -56,3 +56,47 @@ def test_unreadable_model_pointer_is_a_clear_error(tmp_path, pointer, fragment):
     (tmp_path / "pointer.json").write_text(pointer if isinstance(pointer, str) else json.dumps(pointer))
     with pytest.raises(UserError, match=fragment):
         resolve_model(str(tmp_path))
+
+
+def test_a_gguf_file_is_parsed_once_while_converting_and_the_library_is_left_as_it_was():
+    import gguf
+
+    from longalign.models import gguf_parsed_once, smollm2_gguf
+
+    folder, name = smollm2_gguf()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_parsed_once():
+        first = gguf.GGUFReader(folder / name)
+        assert gguf.GGUFReader(str(folder / name)) is first  # the same file: parsed once
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is gguf.get_tensor_name_map(
+            gguf.MODEL_ARCH.LLAMA, 30)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is not gguf.get_tensor_name_map(
+            gguf.MODEL_ARCH.LLAMA, 30)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+    assert first.fields  # a real reader
+
+
+@pytest.mark.slow
+def test_converting_with_a_single_parse_writes_the_same_checkpoint(tmp_path, monkeypatch):
+    """About 35 s: the embedded model converted as transformers does it alone and with the file
+    parsed once give the same weights, tokenizer and files."""
+    import contextlib
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from longalign import models
+
+    def build(out):
+        out.mkdir()
+        models._build_smollm2(out)
+        weights = load_file(str(out / "model.safetensors"))
+        digest = hashlib.sha256()
+        for key in sorted(weights):
+            digest.update(key.encode() + weights[key].contiguous().numpy().tobytes())
+        return digest.hexdigest(), (out / "tokenizer.json").read_bytes(), sorted(
+            p.name for p in out.iterdir())
+
+    once = build(tmp_path / "once")
+    monkeypatch.setattr(models, "gguf_parsed_once", contextlib.nullcontext)
+    assert build(tmp_path / "plain") == once
