@@ -212,10 +212,11 @@ def load_tokenizer(spec: str):
 
 
 def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None, configure=None,
-               device: str | None = None):
+               device: str | None = None, gpus: int = 1):
     """Load a causal LM for training or inference (fp32 on CPU unless a dtype is given; on
-    ``device`` when given, e.g. ``"cuda"``). ``configure(config)`` may change the model config
-    before the model is built from it."""
+    ``device`` when given, e.g. ``"cuda"``; with ``gpus`` > 1 on CUDA, its layers spread over
+    that many GPUs by accelerate's ``device_map="auto"``, for models one GPU cannot hold).
+    ``configure(config)`` may change the model config before the model is built from it."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -229,8 +230,11 @@ def load_model(spec: str, *, dtype=None, attn_implementation: str | None = None,
         except OSError as exc:
             raise UserError(f"cannot load model {spec!r}: {exc}") from None
         configure(kwargs["config"])
+    spread = device == "cuda" and gpus > 1
+    if spread:
+        kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model {spec!r}: {exc}") from None
-    return model.to(device) if device and device != "cpu" else model
+    return model.to(device) if device and device != "cpu" and not spread else model

@@ -60,6 +60,7 @@ class Placement:
 
     device: str
     dtype: Any = None
+    gpus: int = 0  # on CUDA: the GPUs the model's layers are spread over (all the pod has)
 
     @property
     def precision(self) -> str:
@@ -78,8 +79,9 @@ class Placement:
 
 
 def inference_placement(wanted_cpu_bf16: bool, what: str) -> Placement:
-    """Where to run a local inference model. On a machine with a CUDA GPU: the first GPU, in bf16
-    where the GPU supports it, else fp16 (fp32 inference would waste the GPU's memory and speed).
+    """Where to run a local inference model. On a machine with CUDA GPUs: on the GPU, or with
+    several, its layers spread over all of them (a model too big for one), in bf16 where the GPU
+    supports it, else fp16 (fp32 inference would waste the GPU's memory and speed).
     Without one: the CPU, in bf16 when ``cpu_bf16`` is asked for and the CPU computes it natively
     (:func:`use_cpu_bf16`), else fp32. When the pod was given a GPU (``NVIDIA_VISIBLE_DEVICES``)
     but this torch is a CPU-only build, says so: the pod runs the data image."""
@@ -87,8 +89,9 @@ def inference_placement(wanted_cpu_bf16: bool, what: str) -> Placement:
 
     if torch.cuda.is_available():
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        placement = Placement("cuda", dtype)
-        log.info("%s: on the GPU (%s) in %s", what, torch.cuda.get_device_name(0),
+        placement = Placement("cuda", dtype, gpus=torch.cuda.device_count())
+        where = "the GPU" if placement.gpus == 1 else f"{placement.gpus} GPUs, layers spread,"
+        log.info("%s: on %s (%s) in %s", what, where, torch.cuda.get_device_name(0),
                  placement.precision)
         return placement
     visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()

@@ -89,7 +89,8 @@ def inference_pod(task: PipelineTask, *, image, gpu_type, gpu_count, tolerations
     """Settings of a task that may run a local model (the generation stage's local teacher, the
     scoring stage's models): its image and its GPUs, 0 by default (the data image, any node). With
     GPUs, ``image`` should be the CUDA image (``IMAGE_CUDA``), whose torch can use them; the stage
-    then loads its local models on the first GPU in bf16 (longalign/precision.py)."""
+    then loads its local models on the GPU in bf16, spread over several GPUs when it has them
+    (longalign/precision.py)."""
     task.set_container_image(image)
     task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     kubernetes.add_toleration_json(task, tolerations)

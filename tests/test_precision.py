@@ -63,10 +63,47 @@ def test_with_a_gpu_local_inference_runs_on_it_in_half_precision(cpu_has, monkey
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with caplog.at_level(logging.INFO, logger="longalign"):
         placement = precision.inference_placement(False, "teacher")  # cpu_bf16 does not matter
-    assert (placement.device, placement.dtype, placement.tag) == ("cuda", dtype, tag)
+    assert (placement.device, placement.dtype, placement.tag, placement.gpus) == ("cuda", dtype, tag, 1)
     assert f"teacher: on the GPU (NVIDIA A100-SXM4-80GB) in {tag.split('|')[0]}" in caplog.text
+
+
+def test_on_several_gpus_a_model_is_spread_over_them(cpu_has, monkeypatch, caplog):
+    """A pod with several GPUs (a model too big for one) loads it with accelerate's
+    device_map="auto"; with one GPU it is moved there whole. A GPU cannot run here: torch's CUDA
+    queries and transformers' loader are replaced, which checks what is asked of them."""
+    import transformers
+
+    from longalign.models import load_model
+
+    cpu_has()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with caplog.at_level(logging.INFO, logger="longalign"):
+        placement = precision.inference_placement(False, "scoring model")
+    assert placement.gpus == 4 and "on 4 GPUs, layers spread," in caplog.text
+
+    asked = []
+
+    class Loaded:
+        def to(self, device):
+            asked.append(("to", device))
+            return self
+
+    def from_pretrained(where, **kwargs):
+        asked.append(("load", kwargs.get("device_map"), kwargs["dtype"]))
+        return Loaded()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    load_model("embedded:tiny", dtype=placement.dtype, device=placement.device, gpus=placement.gpus)
+    assert asked == [("load", "auto", torch.bfloat16)]  # placed by accelerate, not moved after
+    asked.clear()
+    load_model("embedded:tiny", dtype=placement.dtype, device="cuda", gpus=1)
+    assert asked == [("load", None, torch.bfloat16), ("to", "cuda")]
 
 
 def test_a_gpu_pod_with_a_cpu_only_torch_says_which_image_to_use(cpu_has, monkeypatch, caplog):

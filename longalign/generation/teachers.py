@@ -47,7 +47,8 @@ class LocalTeacher:
         self.tokenizer.padding_side = "left"
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"teacher model {spec!r} has no chat template; use an instruct model")
-        self.model = load_model(spec, dtype=self.placement.dtype, device=self.placement.device)
+        self.model = load_model(spec, dtype=self.placement.dtype, device=self.placement.device,
+                                gpus=self.placement.gpus)
         self.model.eval()
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens

@@ -167,8 +167,8 @@ def _answerer(config: ScoringConfig, label: str, spec: str, tokenizer) -> Answer
         return OpenAIAnswerer(endpoint, tokenizer, config.max_new_tokens, context=_model_context(spec),
                               what="scoring.endpoint" if label == "model" else "scoring.base_endpoint")
     placement = inference_placement(config.cpu_bf16, f"scoring {label}")
-    return TransformersAnswerer(load_model(spec, dtype=placement.dtype, device=placement.device),
-                                tokenizer, config.max_new_tokens)
+    return TransformersAnswerer(load_model(spec, dtype=placement.dtype, device=placement.device,
+                                           gpus=placement.gpus), tokenizer, config.max_new_tokens)
 
 
 def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSource | None,
