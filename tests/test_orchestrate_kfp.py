@@ -239,6 +239,7 @@ def test_submit_without_token_sends_no_authorization(kfp_server, capsys):
 @pytest.mark.parametrize("param, fragment", [
     ("gpu_cont=2", "not a pipeline parameter"),
     ("gpu_count=two", "expected number_integer"),
+    ("inference_gpu_count=-1", "expected 0 or more GPUs"),
     ("gpu_tolerations={}", "expected list"),
     ("novalue", "NAME=VALUE"),
     ("training_config={\"epochs\": 0}", "training.epochs"),

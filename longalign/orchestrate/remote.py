@@ -83,6 +83,8 @@ def run_arguments(config: RunConfig, package: str | os.PathLike,
         expected = _PARAM_TYPES.get(kind, object)
         if isinstance(value, bool) and kind != "BOOLEAN" or not isinstance(value, expected):
             raise UserError(f"--param {name}: expected {kind.lower()}, got {value!r}")
+        if name.endswith("gpu_count") and value < 0:  # a negative limit: the pod would be refused
+            raise UserError(f"--param {name}: expected 0 or more GPUs, got {value}")
         if name == "launcher_config":
             from longalign.training.launcher import parse_launcher_config
 

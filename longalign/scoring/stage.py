@@ -182,7 +182,7 @@ def _score_one(config: ScoringConfig, label: str, spec: str, source: HaystackSou
     result = score_answerer(config, spec, tokenizer, answerer, source, bench=bench, judge=judge)
     result["seconds"] = round(time.monotonic() - start, 2)
     model = getattr(answerer, "model", None)
-    if model is not None:  # a local model: the dtype it answered in (cpu_bf16)
+    if model is not None:  # a local model: the dtype and device it answered in
         result["dtype"] = str(model.dtype).removeprefix("torch.")
         result["device"] = model.device.type
     client = getattr(answerer, "endpoint", None)
