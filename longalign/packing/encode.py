@@ -7,10 +7,13 @@ for assistant message ``i`` the template renders ``messages[:i]`` with the gener
 whole conversation's rendering, else the sample is skipped as ``template_mismatch``. The
 characters between the two, with trailing whitespace removed, are the target span: the content
 plus the end-of-turn token (``<|im_end|>`` in ChatML) but neither the role header nor the newline
-after the end token. The whole conversation is then tokenised once, in batches, by the fast
-tokenizer with character offsets, and a token is a target exactly when it *starts* inside a target
-span. Finally the first label of every sample is set to -100, so nothing is ever predicted across
-a sample boundary in a packed row. Labels are aligned with ``input_ids`` (``labels[t]`` is token t
+after the end token. The whole conversation is then tokenised once, in batches, by the Rust
+tokenizer, and a token is a target exactly when it *starts* inside a target span. Where tokens
+start comes from the tokenizer's character offsets or, for byte-level BPE tokenizers (most of
+today's models), from the tokens' own bytes, which lets the tokenizer skip computing offsets
+(``longalign.packing.offsets``: the same starts, checked on every text). Finally the first
+label of every sample is set to -100, so nothing is ever predicted across a sample boundary in a
+packed row. Labels are aligned with ``input_ids`` (``labels[t]`` is token t
 itself where it is a target); the shift happens in the loss.
 
 Samples longer than ``max_len``:
@@ -31,18 +34,24 @@ renderings are not prefixes), ``too_long``, ``no_targets`` (no token carries a l
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from longalign.errors import UserError
 from longalign.formats import IGNORE
-from longalign.packing.templates import llama2_inst_parts, resolve_template
+from longalign.packing.offsets import ByteStarts, TokenStarts
+from longalign.packing.templates import ChatRenderer, llama2_inst_parts, resolve_template
 
 TOKENIZE_CHARS = 2_000_000  # characters of rendered chats per tokenizer call (bounds memory)
 ROLES = ("system", "user", "assistant")
+BYTE_MISSES = 8  # texts whose tokens did not tile their bytes before offsets are used for all
+
+log = logging.getLogger("longalign")
 
 
 class RustBackend:
@@ -99,9 +108,9 @@ class Encoded:
     labels: np.ndarray
     truncated: bool = False
 
-    @property
-    def n_targets(self) -> int:
-        return int((self.labels != IGNORE).sum())
+    @cached_property
+    def n_targets(self) -> int:  # asked for twice per sample (the stage's check, the store)
+        return int(np.count_nonzero(self.labels != IGNORE))
 
 
 @dataclass
@@ -156,6 +165,12 @@ class ChatEncoder:
         if truncation not in ("drop", "middle") or label_turns not in ("all", "last"):
             raise UserError(f"bad truncation {truncation!r} or label_turns {label_turns!r}")
         self.tokenizer = tokenizer
+        self._renderer = None if self._llama else ChatRenderer(tokenizer, self.template)
+        # token starts from token bytes where the tokenizer allows it (offsets.py), so the
+        # tokenizer can skip computing offsets (encode_batch_fast)
+        self._bytes = ByteStarts.build(tokenizer.backend_tokenizer) \
+            if hasattr(tokenizer.backend_tokenizer, "encode_batch_fast") else None
+        self.byte_misses = 0
         self.max_len = max_len
         self.truncation = truncation
         self.label_turns = label_turns
@@ -169,10 +184,9 @@ class ChatEncoder:
                 prefixes: list[int] | None = None) -> Any:
         """The rendering of ``messages``, or with ``prefixes`` the list of the renderings of
         ``messages[:k]`` for each ``k`` (one batched call)."""
-        chats = messages if prefixes is None else [messages[:k] for k in prefixes]
-        return self.tokenizer.apply_chat_template(
-            chats, tokenize=False, add_generation_prompt=generation,
-            chat_template=self.template)
+        if prefixes is None:
+            return self._renderer([messages], generation)[0]
+        return self._renderer([messages[:k] for k in prefixes], generation)
 
     def _prerender(self, messages: list[dict], turns: list[int]) -> dict[tuple[int, bool], str]:
         """Every rendering ``_prepare`` needs, ``{(k, generation): text of messages[:k]}``, in
@@ -257,12 +271,39 @@ class ChatEncoder:
         ``TOKENIZERS_PARALLELISM=false`` makes it serial) and releases the GIL, so the next chunk
         is rendered, and the previous one labelled, while a chunk is being tokenised. At most two
         chunks are in memory at once. ``chunk_chars`` defaults to ``TOKENIZE_CHARS``."""
-        def encode(chunk: list) -> list:
+        def encode(chunk: list) -> tuple[bool, list]:
             texts = [p.text for p in chunk if isinstance(p, _Prepared)]
-            return self.backend.encode_batch(texts, add_special_tokens=False)
+            if self._bytes is not None:  # (True, encodings without offsets)
+                return True, self.backend.encode_batch_fast(texts, add_special_tokens=False)
+            return False, self.backend.encode_batch(texts, add_special_tokens=False)
 
         return tokenise_overlapped(self._chunks(records, chunk_chars or TOKENIZE_CHARS), encode,
                                    self._finish_chunk)
+
+    @property
+    def byte_starts(self) -> bool:
+        """Whether token starts come from token bytes (``longalign.packing.offsets``), so the
+        tokenizer skips its offsets; False for tokenizers that are not byte-level BPE, and after
+        ``BYTE_MISSES`` texts whose tokens did not tile their bytes."""
+        return self._bytes is not None
+
+    def _starts(self, p: _Prepared, enc: Any, fast: bool) -> tuple[np.ndarray, TokenStarts]:
+        """The token ids of ``p`` and where its tokens start."""
+        input_ids = np.asarray(enc.ids, dtype=np.int32)
+        if not fast:
+            return input_ids, TokenStarts(len(input_ids), enc=enc)
+        if self._bytes is not None:
+            starts = self._bytes.starts(p.text, input_ids)
+            if starts is not None:
+                return input_ids, TokenStarts(len(input_ids), text=p.text, byte_starts=starts)
+            self.byte_misses += 1
+            if self.byte_misses >= BYTE_MISSES:
+                log.warning("packing: %d texts' tokens did not tile their bytes; the tokenizer's "
+                            "offsets are used from here on", self.byte_misses)
+                self._bytes = None
+        enc = self.backend.encode(p.text, add_special_tokens=False)  # this text with offsets
+        input_ids = np.asarray(enc.ids, dtype=np.int32)
+        return input_ids, TokenStarts(len(input_ids), enc=enc)
 
     def _chunks(self, records: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list]:
         chunk: list[_Prepared | Skipped] = []
@@ -279,23 +320,22 @@ class ChatEncoder:
         if chunk:
             yield chunk
 
-    def _finish_chunk(self, chunk: list, encodings: list) -> Iterator[Encoded | Skipped]:
-        encodings = iter(encodings)
+    def _finish_chunk(self, chunk: list, encoded: tuple[bool, list]) -> Iterator[Encoded | Skipped]:
+        fast, encodings = encoded[0], iter(encoded[1])
         for p in chunk:
-            yield self._finish(p, next(encodings)) if isinstance(p, _Prepared) else p
+            yield self._finish(p, next(encodings), fast) if isinstance(p, _Prepared) else p
 
-    def _finish(self, p: _Prepared, enc: Any) -> Encoded | Skipped:
-        input_ids = np.asarray(enc.ids, dtype=np.int32)
+    def _finish(self, p: _Prepared, enc: Any, fast: bool = False) -> Encoded | Skipped:
+        input_ids, starts = self._starts(p, enc, fast)
         n = len(input_ids)
         # A token is a target when it starts inside a target span. Token starts are
-        # non-decreasing, so each span is one contiguous token range, found by binary search
-        # (converting every offset to Python would cost about 15% of the tokenising time).
+        # non-decreasing, so each span is one contiguous token range.
         labels = np.full(n, IGNORE, dtype=np.int32)
         for a, b in p.spans:
-            lo, hi = _first_token_at(enc, n, a), _first_token_at(enc, n, b)
+            lo, hi = starts.first_at(a), starts.first_at(b)
             labels[lo:hi] = input_ids[lo:hi]
         for pos in p.eos_labels:  # llama2-inst: the token after an earlier answer learns EOS
-            t = _first_token_at(enc, n, pos)
+            t = starts.first_at(pos)
             if t < n:
                 labels[t] = self.tokenizer.eos_token_id
         if n:
@@ -304,7 +344,7 @@ class ChatEncoder:
         if n > self.max_len:
             if self.truncation == "drop":
                 return Skipped(p.id, "too_long", f"{n} tokens > max_len {self.max_len}")
-            tail = n - _first_token_at(enc, n, p.last_header)
+            tail = n - starts.first_at(p.last_header)
             if tail > self.max_len:
                 return Skipped(p.id, "too_long",
                                f"last assistant turn alone has {tail} tokens > max_len {self.max_len}")
@@ -319,15 +359,3 @@ class ChatEncoder:
             return Skipped(p.id, "no_targets", "no assistant token carries a label")
         return result
 
-
-def _first_token_at(enc: Any, n: int, pos: int) -> int:
-    """Index of the first of the ``n`` tokens of ``enc`` that starts at or after character ``pos``
-    (``n`` if none)."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if enc.token_to_chars(mid)[0] < pos:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo

@@ -70,8 +70,8 @@ class SampleStore:
 
     def append(self, samples: Iterable[Encoded]) -> None:
         for s in samples:
-            self._tokens.write(np.ascontiguousarray(s.input_ids, dtype=np.int32).tobytes())
-            self._tokens.write(np.ascontiguousarray(s.labels, dtype=np.int32).tobytes())
+            self._tokens.write(np.ascontiguousarray(s.input_ids, dtype=np.int32).data)
+            self._tokens.write(np.ascontiguousarray(s.labels, dtype=np.int32).data)
             raw = s.id.encode()
             self._ids.write(raw)
             self._lengths.append(len(s.input_ids))

@@ -69,6 +69,67 @@ def resolve_template(spec: str, tokenizer: Any) -> str:
     raise UserError(f"unknown chat_template {spec!r}: use {', '.join(NAMES)} or a Jinja string")
 
 
+class ChatRenderer:
+    """Renders conversations with one Jinja chat template exactly as transformers'
+    ``apply_chat_template(..., tokenize=False)`` does, at about half its cost per call: the
+    template is compiled once by transformers (its sandbox, filters and globals) and rendered
+    with the same variables (the tokenizer's special tokens, ``add_generation_prompt``, no tools
+    or documents), without the per-call conversion of the messages, which for the plain
+    role/content dicts of string values that packing passes changes nothing. Packing renders
+    every chat several times (each labelled turn's prefixes), so this is a measurable part of the
+    stage (bench/scale_bench.py).
+
+    Falls back to ``apply_chat_template`` itself when transformers' compiler cannot be reached
+    or when a probe conversation renders differently by the two routes (a transformers release
+    that passes the template something new)."""
+
+    PROBE = [{"role": "user", "content": "probe"}, {"role": "assistant", "content": "answer"}]
+
+    def __init__(self, tokenizer: Any, template: str) -> None:
+        self._tokenizer, self.template = tokenizer, template
+        self._compiled: Any = None
+        try:
+            from transformers.utils.chat_template_utils import (_compile_jinja_template,
+                                                                _plain_template_data)
+
+            self._compiled = _compile_jinja_template(template)
+            self._variables = _plain_template_data(dict(tokenizer.special_tokens_map))
+        except Exception:  # noqa: BLE001 (any failure here means: use transformers' own call)
+            self._compiled = None
+            return
+        for generation in (False, True):
+            if _outcome(self, generation) != _outcome(self._reference, generation):
+                self._compiled = None
+                return
+
+    @property
+    def compiled(self) -> bool:
+        """Whether chats are rendered by the compiled template (else by apply_chat_template)."""
+        return self._compiled is not None
+
+    def _reference(self, chats: list[list[dict]], generation: bool) -> list[str]:
+        return self._tokenizer.apply_chat_template(chats, tokenize=False,
+                                                   add_generation_prompt=generation,
+                                                   chat_template=self.template)
+
+    def __call__(self, chats: list[list[dict]], generation: bool = False) -> list[str]:
+        """The renderings of ``chats`` (each a list of role/content dicts of strings); raises
+        what the template raises."""
+        if self._compiled is None:
+            return self._reference(chats, generation)
+        return [self._compiled.render(messages=chat, tools=None, documents=None,
+                                      add_generation_prompt=generation, **self._variables)
+                for chat in chats]
+
+
+def _outcome(render: Any, generation: bool) -> Any:
+    """What ``render`` makes of the probe conversation: its text, or the type of what it raised."""
+    try:
+        return render([ChatRenderer.PROBE], generation)
+    except Exception as exc:  # noqa: BLE001 (a template may refuse the probe; both routes must)
+        return type(exc)
+
+
 @dataclass
 class Part:
     """A piece of a rendered chat: ``kind`` is ``prompt`` (no labels), ``answer`` (labelled) or

@@ -54,7 +54,10 @@ class TextEncoder:
         (``longalign.packing.encode.tokenise_overlapped``)."""
         def encode(chunk: list[tuple[str, Any]]) -> list:
             texts = [t for _, t in chunk if _usable(t)]
-            return self._rust.get().encode_batch(texts, add_special_tokens=True) if texts else []
+            backend = self._rust.get()
+            # no offsets needed: the fast call skips computing them (the same ids)
+            call = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            return call(texts, add_special_tokens=True) if texts else []
 
         return tokenise_overlapped(_chunks(records, chunk_chars or TOKENIZE_CHARS), encode,
                                    self._finish_chunk)

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import sysconfig
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from longalign.errors import UserError
 from longalign.models import load_tokenizer
 from longalign.packing.encode import IGNORE, ChatEncoder, Encoded, Skipped
-from longalign.packing.templates import LLAMA2_INST, llama2_inst_parts, resolve_template
+from longalign.packing.templates import (CHATML, LLAMA2_INST, ChatRenderer, llama2_inst_parts,
+                                         resolve_template)
 
 TWO_TURNS = [{"role": "user", "content": "Read this: the cat sat on the mat. Where is the cat?"},
              {"role": "assistant", "content": "On the mat."},
              {"role": "user", "content": "And what did it do?"},
              {"role": "assistant", "content": "It sat there, quietly."}]
-
-
-@pytest.fixture(scope="module")
-def llama_like():
-    """A byte-level BPE tokenizer trained here on Python's own sources, with Llama's special
-    tokens: <s> (BOS, added at the start like LlamaTokenizer does) and </s> (EOS)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("[a-c]*.py"))[:20]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train([str(f) for f in files], trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="</s>")
 
 
 def longalign_reference(tokenizer, messages):
@@ -138,3 +117,81 @@ def test_template_names_are_checked(llama_like, tiny_model):
     assert resolve_template("tokenizer", load_tokenizer(tiny_model))
     assert np.int32 == ChatEncoder(llama_like, 64, chat_template="llama2-inst").encode_batch(
         ["x"], [TWO_TURNS[:2]])[0].labels.dtype
+
+
+# Templates of the kinds users bring: the variables transformers passes (bos_token, eos_token,
+# add_generation_prompt), a namespace, loop variables, a filter, and raise_exception on a bad chat.
+SYSTEM_FIRST = (
+    "{{ bos_token }}{% if messages[0]['role'] != 'system' %}"
+    "{{ raise_exception('the first message must be a system message') }}{% endif %}"
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+    "[{{ ns.n }}|{{ loop.index0 }}|{{ m['role'] | upper }}] {{ m['content'] | trim }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}[ASSISTANT] {% endif %}")
+
+
+@pytest.mark.parametrize("template", ["tokenizer", "chatml", "llama2-inst", "system-first"])
+def test_the_compiled_renderer_renders_exactly_what_apply_chat_template_does(tiny_model, template):
+    """Every prefix of several chats (with and without a system message, one to three turns,
+    unicode, Jinja-looking text in the content), with and without the generation prompt, and the
+    errors a template raises: the same by both routes."""
+    tokenizer = load_tokenizer(tiny_model)
+    jinja = SYSTEM_FIRST if template == "system-first" else resolve_template(template, tokenizer)
+    renderer = ChatRenderer(tokenizer, jinja)
+    assert renderer.compiled
+    system = [{"role": "system", "content": "  Be brief. {{ not a tag }} {% raw %}  "}]
+    chats = [TWO_TURNS, system + TWO_TURNS, system + TWO_TURNS[:2] + [
+        {"role": "user", "content": "Über naïve café — 日本語? " * 3},
+        {"role": "assistant", "content": "Ja.\n\n  "}]]
+    for chat in chats:
+        prefixes = [chat[:k] for k in range(1, len(chat) + 1)]
+        for generation in (False, True):
+            def reference(prefix):
+                try:
+                    return tokenizer.apply_chat_template(prefix, tokenize=False, chat_template=jinja,
+                                                         add_generation_prompt=generation)
+                except Exception as exc:  # noqa: BLE001
+                    return type(exc), str(exc)
+
+            def ours(prefix):
+                try:
+                    return renderer([prefix], generation)[0]
+                except Exception as exc:  # noqa: BLE001
+                    return type(exc), str(exc)
+
+            expected = [reference(p) for p in prefixes]
+            assert [ours(p) for p in prefixes] == expected
+            if all(isinstance(e, str) for e in expected):
+                assert renderer(prefixes, generation) == expected
+    if template == "system-first":  # the errors were compared too
+        with pytest.raises(Exception, match="must be a system message"):
+            renderer([TWO_TURNS])
+
+
+def test_the_renderer_falls_back_to_transformers_when_its_compiler_is_out_of_reach(
+        tiny_model, monkeypatch):
+    import transformers.utils.chat_template_utils as ctu
+
+    tokenizer = load_tokenizer(tiny_model)
+    monkeypatch.delattr(ctu, "_compile_jinja_template")  # a release that renamed it
+    renderer = ChatRenderer(tokenizer, CHATML)
+    monkeypatch.undo()  # transformers' own call needs it
+    assert not renderer.compiled
+    assert renderer([TWO_TURNS], True) == [tokenizer.apply_chat_template(
+        TWO_TURNS, tokenize=False, add_generation_prompt=True, chat_template=CHATML)]
+
+
+def test_the_renderer_falls_back_when_the_routes_disagree_on_the_probe(tiny_model, monkeypatch):
+    """A transformers release that passes the template a variable we do not (here: a date) must
+    not change what packing renders."""
+    tokenizer = load_tokenizer(tiny_model)
+    dated = "{{ today }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    original = type(tokenizer).apply_chat_template
+
+    def with_date(self, *args, **kwargs):
+        return original(self, *args, today="2026-12-02", **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "apply_chat_template", with_date)
+    renderer = ChatRenderer(tokenizer, dated)
+    assert not renderer.compiled
+    assert renderer([TWO_TURNS[:1]]) == ["2026-12-02" + TWO_TURNS[0]["content"]]
+    assert ChatRenderer(tokenizer, CHATML).compiled  # a template that ignores it is unaffected
