@@ -54,9 +54,11 @@ class Group:
 
 
 GROUPS = (
-    Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py"),
+    Group("packing", "packing plan and encode", ("longalign/packing/plan.py", "longalign/packing/encode.py",
+                                                 "longalign/packing/offsets.py"),
           ("tests/packing/test_packing_plan.py", "tests/packing/test_packing_encode.py",
-           "tests/packing/test_packing_templates.py", "tests/packing/test_packing_properties.py")),
+           "tests/packing/test_packing_templates.py", "tests/packing/test_packing_properties.py",
+           "tests/packing/test_packing_offsets.py")),
     Group("loss", "training loss (LongAlign's weighted packed loss)", ("longalign/training/loss.py",),
           ("tests/training/test_training_loss.py",)),
     Group("schedule-attention", "learning-rate schedule and packed attention",
