@@ -153,10 +153,13 @@ def check_messages(messages: Any) -> tuple[str, str] | None:
 class ChatEncoder:
     """Turns conversations into (input_ids, labels) with a chat template: ``chat_template``
     is ``tokenizer`` (the tokenizer's own), ``llama2-inst``, ``chatml`` or a Jinja string
-    (longalign.packing.templates); :attr:`template` is the Jinja form of it."""
+    (longalign.packing.templates); :attr:`template` is the Jinja form of it. ``byte_starts=False``
+    makes it use the tokenizer's character offsets even where token bytes would do (tests
+    compare the two)."""
 
     def __init__(self, tokenizer: Any, max_len: int, truncation: str = "drop",
-                 label_turns: str = "all", chat_template: str = "tokenizer") -> None:
+                 label_turns: str = "all", chat_template: str = "tokenizer",
+                 byte_starts: bool = True) -> None:
         self._rust = RustBackend(tokenizer)
         self.template = resolve_template(chat_template, tokenizer)
         self.template_name = chat_template if chat_template in ("tokenizer", "llama2-inst",
@@ -167,9 +170,11 @@ class ChatEncoder:
         self.tokenizer = tokenizer
         self._renderer = None if self._llama else ChatRenderer(tokenizer, self.template)
         # token starts from token bytes where the tokenizer allows it (offsets.py), so the
-        # tokenizer can skip computing offsets (encode_batch_fast)
-        self._bytes = ByteStarts.build(tokenizer.backend_tokenizer) \
-            if hasattr(tokenizer.backend_tokenizer, "encode_batch_fast") else None
+        # tokenizer can skip computing offsets (encode_batch_fast); the table is built at the
+        # first encode (a join that only reads the template does not pay for it)
+        self._bytes: ByteStarts | None = None
+        self._bytes_wanted = byte_starts and hasattr(tokenizer.backend_tokenizer,
+                                                     "encode_batch_fast")
         self.byte_misses = 0
         self.max_len = max_len
         self.truncation = truncation
@@ -271,6 +276,10 @@ class ChatEncoder:
         ``TOKENIZERS_PARALLELISM=false`` makes it serial) and releases the GIL, so the next chunk
         is rendered, and the previous one labelled, while a chunk is being tokenised. At most two
         chunks are in memory at once. ``chunk_chars`` defaults to ``TOKENIZE_CHARS``."""
+        if self._bytes_wanted:
+            self._bytes_wanted = False
+            self._bytes = ByteStarts.build(self.tokenizer.backend_tokenizer)
+
         def encode(chunk: list) -> tuple[bool, list]:
             texts = [p.text for p in chunk if isinstance(p, _Prepared)]
             if self._bytes is not None:  # (True, encodings without offsets)
@@ -283,8 +292,9 @@ class ChatEncoder:
     @property
     def byte_starts(self) -> bool:
         """Whether token starts come from token bytes (``longalign.packing.offsets``), so the
-        tokenizer skips its offsets; False for tokenizers that are not byte-level BPE, and after
-        ``BYTE_MISSES`` texts whose tokens did not tile their bytes."""
+        tokenizer skips its offsets (known from the first encode on); False for tokenizers that
+        are not byte-level BPE, with ``byte_starts=False``, and after ``BYTE_MISSES`` texts whose
+        tokens did not tile their bytes."""
         return self._bytes is not None
 
     def _starts(self, p: _Prepared, enc: Any, fast: bool) -> tuple[np.ndarray, TokenStarts]:
