@@ -2,7 +2,7 @@
 
 Labelling needs, for a few character positions per chat (the target spans' ends, the last
 turn's header), the first token that starts at or after them. The Rust tokenizer can return
-every token's character offsets, but computing them is about 15% of its encode time (it maps
+every token's character offsets, but computing them is 15-20% of its encode time (it maps
 every byte of the text to its character through a hash map); its ``encode_batch_fast`` skips
 that. For a byte-level BPE tokenizer (GPT-2's scheme: SmolLM2, Llama 3, Qwen, Mistral NeMo, ...)
 with no normalizer, the tokens tile the UTF-8 bytes of the text exactly: each vocabulary entry
@@ -73,7 +73,7 @@ class ByteStarts:
     @classmethod
     def build(cls, backend: Any) -> ByteStarts | None:
         """The table for the Rust tokenizer ``backend``, or None when its tokens do not stand
-        for fixed bytes (then offsets are needed). About 0.05 s for a 50k vocabulary."""
+        for fixed bytes (then offsets are needed). About 0.1 s for a 50k vocabulary."""
         try:
             model = backend.model
             if (backend.normalizer is not None or type(model).__name__ != "BPE"
