@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -108,8 +107,8 @@ class Encoded:
     labels: np.ndarray
     truncated: bool = False
 
-    @cached_property
-    def n_targets(self) -> int:  # asked for twice per sample (the stage's check, the store)
+    @property
+    def n_targets(self) -> int:  # derived each time: callers may still edit the labels
         return int(np.count_nonzero(self.labels != IGNORE))
 
 
