@@ -6,7 +6,8 @@
    tokenizer's batched encode, all cores, tokenizer load excluded) on the same rendered text,
    both with character offsets (``encode_batch``) and ids only (``encode_batch_fast``, its
    fastest call), as the median of interleaved repeats (the machine may be shared), with CPU
-   seconds. The issue's target: the stage at >= 0.8 x the raw tokenizer with the same cores.
+   seconds. Each of these runs is a fresh Python process (imports done before its clock starts),
+   as a pod or a worker is. The issue's target: the stage at >= 0.8 x the raw tokenizer with the same cores.
 2. The sharded packing steps of a cluster run (``encode_shard`` per part, ``pack_parts``),
    one after another: each part's map rate and the join's rate, i.e. at how many map pods the
    join (which starts after the last of them) takes as long as the map (docs/scale.md).
@@ -30,9 +31,11 @@ the tokenizer is the embedded model's (``embedded:tiny``: SmolLM2's).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -150,6 +153,35 @@ def same_files(a: Path, b: Path, pattern: str) -> bool:
         (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
+def isolated(kind: str, chats: Path, out: Path, model: str, max_len: int) -> tuple[int, float, float]:
+    """One packing-throughput run in a fresh Python process, as a pod or a worker is: ``kind``
+    is ``raw``, ``raw-fast`` or ``stage-N``. Each run in a process of its own, so no run
+    inherits another's heap, tokenizers or threads: raw encodes in one process that loaded a
+    fresh tokenizer for each of several runs slowed down run by run (by up to a third,
+    docs/scale.md). Imports are done before the clock starts; (tokens, seconds, CPU seconds)
+    as measured inside the child."""
+    argv = [sys.executable, __file__, "--measure", kind, "--measure-chats", str(chats),
+            "--measure-out", str(out), "--model", model, "--max-len", str(max_len)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{kind} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["tokens"], result["seconds"], result["cpu"]
+
+
+def measure(kind: str, chats: Path, out: Path, model: str, max_len: int) -> None:
+    """The child side of ``isolated``: one run, its result as the last line of stdout."""
+    import longalign.packing  # noqa: F401  (imports before the clock)
+    from longalign.models import load_tokenizer
+
+    load_tokenizer(model)  # the tokenizer files in the page cache, transformers imported
+    if kind.startswith("stage-"):
+        tokens, seconds, cpu = stage(chats, out, model, max_len, int(kind.split("-")[1]))
+    else:
+        tokens, seconds, cpu = raw_tokenizer(chats, model, fast=kind == "raw-fast")
+    print(json.dumps({"tokens": tokens, "seconds": seconds, "cpu": cpu}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,25 +195,31 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=3, help="parts of the sharded packing run")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repeats of the packing runs (medians are shown)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child of an isolated run
+    parser.add_argument("--measure-chats", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure:
+        measure(args.measure, args.measure_chats, args.measure_out, args.model, args.max_len)
+        return
     from longalign.models import resolve_model
 
     resolve_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_chats(work / "chats", args.chats, args.doc_tokens, args.max_len, args.copies)
-        write_chats(work / "warm", 4, 200, args.max_len, 1)
-        stage(work / "warm", work / "warm-out", args.model, args.max_len, 1)  # first imports
         load_before = os.getloadavg()
-        # Repeats interleave the three runs, so a burst of load from other jobs hits all of them;
-        # the table shows each run's median (the ratios are of medians).
-        runs: dict[str, list[tuple[int, float, float]]] = {}
+        # Repeats interleave the runs, so a burst of load from other jobs hits all of them; the
+        # table shows each run's median (the ratios are of medians). Every run is a fresh process.
+        runs: dict[str | int, list[tuple[int, float, float]]] = {}
         for _ in range(args.repeats):
-            runs.setdefault("raw", []).append(raw_tokenizer(work / "chats", args.model))
-            runs.setdefault("raw-fast", []).append(raw_tokenizer(work / "chats", args.model, True))
+            for kind in ("raw", "raw-fast"):
+                runs.setdefault(kind, []).append(
+                    isolated(kind, work / "chats", work / "unused", args.model, args.max_len))
             for n in sorted({1, args.workers}):
-                runs.setdefault(n, []).append(stage(work / "chats", work / f"packed-{n}",
-                                                    args.model, args.max_len, n))
+                runs.setdefault(n, []).append(isolated(f"stage-{n}", work / "chats",
+                                                       work / f"packed-{n}", args.model,
+                                                       args.max_len))
         median = {k: tuple(statistics.median(r[i] for r in v) for i in range(3))
                   for k, v in runs.items()}
         cores = os.cpu_count()
@@ -201,7 +239,7 @@ def main() -> None:
             tokens, seconds, cpu = median[key]
             rate = tokens / seconds
             print(f"{label:<36}{rate:>12,.0f}{seconds:>9.2f}{rate / raw:>8.2f}{rate / fast:>12.2f}"
-                  f"{rate / one if isinstance(key, int) else float('nan'):>12.2f}{cpu:>8.2f}"
+                  f"{f'{rate / one:.2f}' if isinstance(key, int) else '-':>12}{cpu:>8.2f}"
                   f"{tokens / cpu:>14,.0f}")
         for key, label in (("raw", "raw tokenizer"), ("raw-fast", "ids-only tokenizer")):
             per_repeat = [s[0] / s[1] / (r[0] / r[1]) for r, s in zip(runs[key], runs[1])]
