@@ -181,8 +181,28 @@ class SampleStore:
         return ids, labels
 
 
+def _numeric(values: np.ndarray) -> pa.Array:
+    """A 1-D numeric numpy array as an Arrow array, from its buffer. (``pa.array`` would do the
+    same, but its first call in a process imports pandas to ask whether the input is a pandas
+    object: 0.3 s of the stage's fixed cost.)"""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def _strings(values: list[str]) -> pa.Array:
+    """Python strings as an Arrow string array, from its buffers (see ``_numeric``)."""
+    data = [v.encode() for v in values]
+    ends = np.cumsum([len(d) for d in data], dtype=np.int64)
+    if ends.size and ends[-1] >= 2**31:
+        raise ValueError("more than 2 GiB of sample ids in one record batch")
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets),
+                                       pa.py_buffer(b"".join(data)))
+
+
 def _offsets(counts: Sequence[int] | np.ndarray, dtype) -> pa.Array:
-    return pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(dtype))
+    return _numeric(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(dtype))
 
 
 def row_record_batch(store: SampleStore, rows: list[list[int]], batch_ids: list[int]) -> pa.RecordBatch:
@@ -203,14 +223,14 @@ def row_record_batch(store: SampleStore, rows: list[list[int]], batch_ids: list[
     row_tokens = [int(x) for x in np.add.reduceat(seq_lens, np.cumsum([0] + per_row[:-1]))] \
         if flat.size else [0] * len(rows)
     return pa.record_batch([
-        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), pa.array(ids)),
-        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), pa.array(labels)),
-        pa.ListArray.from_arrays(_offsets(per_row, np.int32), pa.array(seq_lens)),
+        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), _numeric(ids)),
+        pa.LargeListArray.from_arrays(_offsets(row_tokens, np.int64), _numeric(labels)),
+        pa.ListArray.from_arrays(_offsets(per_row, np.int32), _numeric(seq_lens)),
         pa.ListArray.from_arrays(_offsets(per_row, np.int32),
-                                 pa.array(store.targets[flat].astype(np.int32))),
+                                 _numeric(store.targets[flat].astype(np.int32))),
         pa.ListArray.from_arrays(_offsets(per_row, np.int32),
-                                 pa.array([store.sample_id(i) for i in flat.tolist()], pa.string())),
-        pa.array(batch_ids, pa.int64()),
+                                 _strings([store.sample_id(i) for i in flat.tolist()])),
+        _numeric(np.asarray(batch_ids, dtype=np.int64)),
     ], schema=PACKED.schema)
 
 

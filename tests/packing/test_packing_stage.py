@@ -17,7 +17,7 @@ from longalign.models import load_tokenizer
 from longalign.formats import CHATS, IGNORE, PACKED, ShardWriter, read_packed
 from longalign.packing import pack
 from longalign.packing.encode import ChatEncoder
-from longalign.packing.store import SampleStore, write_rows
+from longalign.packing.store import SampleStore, _numeric, _strings, write_rows
 
 def sample(i: int, words: int, turns: int = 1) -> dict:
     messages = [{"role": "system", "content": "Be brief."}] if i % 3 == 0 else []
@@ -342,3 +342,14 @@ def test_named_chat_template_reaches_meta_and_the_trained_tokenizer(chats, tmp_p
     from longalign.scoring.chat import render  # what scoring sends the trained model
 
     assert render(trained, GOOD[1]["messages"][:1]) == prompt
+
+
+def test_arrow_arrays_from_buffers_equal_pa_array():
+    # the row writer builds Arrow arrays from buffers (pa.array imports pandas on first use)
+    strided = np.arange(20, dtype=np.int64)[::3]
+    for values in (np.array([5, -1, 2**31 - 1], np.int32), np.zeros(0, np.int32), strided,
+                   np.array([-100, 7], np.int64)):
+        got = _numeric(values)
+        assert got.equals(pa.array(values)) and got.type == pa.from_numpy_dtype(values.dtype)
+    for texts in (["a", "", "ä🙂 x", "id-" * 300], []):
+        assert _strings(texts).equals(pa.array(texts, pa.string()))
