@@ -213,6 +213,8 @@ def main() -> None:
         # The stage's fixed costs (tokenizer load, byte table, plot, metadata): the stage on 4
         # short chats. Subtracted, the rest is its rate on a large input, where they vanish.
         write_chats(work / "tiny", 4, 200, args.max_len, 1)
+        # this process's first imports and tokenizer load, before the in-process sections 2-3
+        stage(work / "tiny", work / "warm-out", args.model, args.max_len, 1)
         load_before = os.getloadavg()
         # Repeats interleave the runs, so a burst of load from other jobs hits all of them; the
         # table shows each run's median (the ratios are of medians). Every run is a fresh process.
