@@ -95,6 +95,17 @@ class Reader:
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         raise NotImplementedError
 
+    def segments(self) -> Optional[int]:
+        """How many segments the reader has after ``index()``, or None when it can only be
+        streamed whole. Segments are runs of candidates that can be read on their own
+        (``read_segment``); one after another they are ``stream(None)``. A map over many pods cuts
+        a source at segment boundaries (``longalign.sourcing.shards``)."""
+        return None
+
+    def read_segment(self, s: int) -> Iterator[list[Item]]:
+        """The candidates of segment ``s``, in order (does not count them as visited)."""
+        raise NotImplementedError
+
 
 class IndexedReader(Reader):
     """A reader whose candidates can be read by number: shuffling is a permutation of them."""
@@ -108,6 +119,12 @@ class IndexedReader(Reader):
 
     def read(self, i: int) -> Iterator[Item]:
         raise NotImplementedError
+
+    def segments(self) -> int:
+        return len(self)  # one candidate each
+
+    def read_segment(self, s: int) -> Iterator[list[Item]]:
+        yield list(self.read(s))
 
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         n = len(self)

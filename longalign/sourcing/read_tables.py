@@ -181,6 +181,16 @@ class JsonlReader(Reader):
             self.visited += 1
             yield items
 
+    def segments(self) -> int:
+        """Each line of the plain files, then each gzip file (read whole: it cannot seek)."""
+        return len(self.offsets) + len(self.gz)
+
+    def read_segment(self, s: int) -> Iterator[list[Item]]:
+        if s < len(self.offsets):
+            yield list(self.read(s))
+        else:
+            yield from (items for items, _ in self._gz_lines(self.gz[s - len(self.offsets)][0]))
+
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         gz = list(self.gz)
         if rng is not None:
@@ -246,17 +256,25 @@ class ParquetReader(Reader):
                 records = batch.to_pylist()
                 order = range(len(records)) if rng is None else rng.permutation(len(records))
                 for j in order:
-                    self.visited += 1
                     yield [row_item(f"{path}:{first + done + int(j)}", records[int(j)], self.field)]
                 done += len(records)
         except (pa.ArrowException, OSError) as exc:
             yield [Rejection(f"{path}:{first + done}", "corrupt",
                              f"row group {group} unreadable after {done} of {rows} rows: {exc}")]
 
+    def segments(self) -> int:
+        """Each row group of each file."""
+        return len(self.units)
+
+    def read_segment(self, s: int) -> Iterator[list[Item]]:
+        return self._unit(*self.units[s], None)
+
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         order = range(len(self.units)) if rng is None else rng.permutation(len(self.units))
         for k in order:
-            yield from self._unit(*self.units[int(k)], rng)
+            for items in self._unit(*self.units[int(k)], rng):
+                self.visited += 1
+                yield items
 
 
 class HfDiskReader(IndexedReader):

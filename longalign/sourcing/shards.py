@@ -7,11 +7,12 @@ what the reduce needs, one row per reader item, to ``output/prepared.parquet`` p
 is the reduce: it walks the parts in candidate order instead of reading the sources and makes
 the one-process decisions, so its corpus equals the one-pod corpus.
 
-The candidates are numbered in the source order: every candidate of a reader that reads by number
-(dir:, stdlib:, git:, hf: folders) counts one; a streamed reader (jsonl:, parquet:, streamed hf:)
-counts as one candidate here, read whole by the part that gets it. The numbers are cut into
-``count`` contiguous ranges. Only runs in the source order qualify (no ``max_documents``, no
-``mix``).
+The sources are numbered in segments, in the source order (``Reader.segments``): every candidate
+of a reader that reads by number (dir:, stdlib:, git:, hf: folders) is a segment, and so is every
+line of a plain ``.jsonl`` file; a ``.jsonl.gz`` file (which cannot seek) and a Parquet row group
+are one segment each, read whole by the part that gets it; a streamed ``hf:`` dataset is one
+segment. The numbers are cut into ``count`` contiguous ranges. Only runs in the source order
+qualify (no ``max_documents``, no ``mix``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from longalign.config import SourcingConfig
 from longalign.errors import UserError
 from longalign.io import atomic_dir, read_json, write_json
 from longalign.results import StageResult
-from longalign.sourcing.base import IndexedReader, Item, Reader, Record, Rejection
+from longalign.sourcing.base import Item, Reader, Record, Rejection
 from longalign.sourcing.parallel import UNIT, Prepared, Preparer
 
 PREPARED = "prepared.parquet"
@@ -50,22 +51,23 @@ def check_order(config: SourcingConfig) -> None:
 
 
 def _weights(readers: list[Reader]) -> list[int]:
-    """Candidates per reader in the part numbering (a streamed reader counts one)."""
-    return [len(r) if isinstance(r, IndexedReader) else 1 for r in readers]
+    """Segments per reader in the part numbering (a reader without segments counts one)."""
+    return [1 if n is None else n for n in (r.segments() for r in readers)]
 
 
 def _candidates(readers: list[Reader], start: int, stop: int) -> Iterator[tuple[int, int, list[Item]]]:
-    """(reader index, candidate number within the reader, items) of global numbers start..stop-1."""
+    """(reader index, candidate key within the reader, items) of the segments start..stop-1 of
+    the global numbering. The key, segment * 2^32 + position in the segment, tells consecutive
+    candidates apart for the reduce."""
     at = 0
     for k, (reader, n) in enumerate(zip(readers, _weights(readers))):
         lo, hi = max(start, at), min(stop, at + n)
         if lo < hi:
-            if isinstance(reader, IndexedReader):
-                for i in range(lo - at, hi - at):
-                    yield k, i, list(reader.read(i))
-            else:
-                for i, items in enumerate(reader.stream(None)):
-                    yield k, i, items
+            whole = reader.segments() is None
+            for s in range(lo - at, hi - at):
+                candidates = reader.stream(None) if whole else reader.read_segment(s)
+                for j, items in enumerate(candidates):
+                    yield k, (s << 32) + j, items
         at += n
 
 

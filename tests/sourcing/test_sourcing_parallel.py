@@ -98,7 +98,8 @@ def test_parts_as_separate_map_stages_and_the_reduce_equal_one_process(tmp_path:
     source(config, MODEL, tmp_path / "one")
     parts = [tmp_path / f"part-{k}" for k in range(3)]
     ranges = [source_shard(config, MODEL, p, k, 3)["range"] for k, p in enumerate(parts)]
-    assert ranges[0][0] == 0 and ranges[0][1] == ranges[1][0] and ranges[2][1] == 3 * UNIT + 10 + 1
+    # the directory's files and the JSONL file's lines (two malformed) are segments each
+    assert ranges[0][0] == 0 and ranges[0][1] == ranges[1][0] and ranges[2][1] == 3 * UNIT + 10 + UNIT + 5
     source(config, MODEL, tmp_path / "joined", parts=parts[::-1])  # any order
     assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
     with pytest.raises(UserError, match="without gaps"):
@@ -127,3 +128,48 @@ def test_a_worker_that_lists_another_number_of_candidates_stops(tmp_path: Path, 
     assert items[0].uri.endswith("f1.txt") and prepared.text == doc(1)
     with pytest.raises(UserError, match="changed while it was read"):
         prepare_unit(config, MODEL, f"dir:{tmp_path / 'in'}", 1, 2, None, 1, 4)
+
+
+def test_row_sources_are_cut_between_pods_at_lines_and_row_groups(tmp_path: Path) -> None:
+    # One big JSONL file, a gzip JSONL file, Parquet files with several row groups and an empty
+    # source: each pod gets a contiguous run of their segments (a plain line, a gzip file, a row
+    # group), so no single pod reads a whole row source, and the reduce equals one process.
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from longalign.sourcing.readers import open_reader
+    from longalign.sourcing.shards import _weights, source_shard
+
+    lines = [json.dumps({"text": doc(300 + i)}) for i in range(9)]
+    lines[4] = json.dumps({"text": doc(302)})  # an exact duplicate across a pod boundary
+    write(tmp_path / "big.jsonl", "\n".join(lines[:6] + ["", "{broken"] + lines[6:]) + "\n")
+    with gzip.open(tmp_path / "more.jsonl.gz", "wt") as handle:
+        handle.write("\n".join(json.dumps({"text": doc(400 + i)}) for i in range(4)) + "\n")
+    table = pa.table({"text": [doc(500 + i) for i in range(10)] + [doc(301)],  # a late copy
+                      "lang": ["en"] * 11})
+    (tmp_path / "pq").mkdir()
+    pq.write_table(table.slice(0, 7), tmp_path / "pq" / "a.parquet", row_group_size=3)
+    pq.write_table(table.slice(7), tmp_path / "pq" / "b.parquet", row_group_size=2)
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "empty" / "none.jsonl", "\n")
+    specs = [f"jsonl:{tmp_path / 'big.jsonl'}", f"jsonl:{tmp_path / 'more.jsonl.gz'}",
+             f"parquet:{tmp_path / 'pq'}", f"jsonl:{tmp_path / 'empty'}"]
+    readers = [open_reader(spec) for spec in specs]
+    for reader in readers:
+        reader.index()
+    # 10 non-blank lines (one broken), one gzip file, 3 + 2 row groups, an empty source
+    assert _weights(readers) == [10, 1, 5, 0]
+    config = SourcingConfig(sources=specs, min_tokens=100, max_tokens=700, near_dup_threshold=0.7)
+    one = source(config, MODEL, tmp_path / "one")
+    assert one["rejected"]["duplicate"] == 2 and one["rejected"]["malformed"] == 1
+    parts = [tmp_path / f"part-{k}" for k in range(4)]
+    summaries = [source_shard(config, MODEL, p, k, 4) for k, p in enumerate(parts)]
+    assert [s["range"] for s in summaries] == [[0, 4], [4, 8], [8, 12], [12, 16]]
+    # lines 0-3; lines 4-7; lines 8-9, the gzip file's 4 lines, a.parquet's first row group (3);
+    # its other two (3, 1) and b.parquet's two (2, 2)
+    assert [s["candidates"] for s in summaries] == [4, 4, 9, 8]
+    joined = source(config, MODEL, tmp_path / "joined", parts=parts[::-1])
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
+    assert joined["selection"]["candidates_visited"] == one["selection"]["candidates_visited"] == 25
