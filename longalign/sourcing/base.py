@@ -106,6 +106,12 @@ class Reader:
         """The candidates of segment ``s``, in order (does not count them as visited)."""
         raise NotImplementedError
 
+    def read_segments(self, start: int, stop: int) -> Iterator[list[Item]]:
+        """The candidates of segments ``start`` to ``stop - 1``, in order (a reader may read a
+        run of segments faster than one by one)."""
+        for s in range(start, stop):
+            yield from self.read_segment(s)
+
 
 class IndexedReader(Reader):
     """A reader whose candidates can be read by number: shuffling is a permutation of them."""

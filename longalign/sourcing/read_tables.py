@@ -182,14 +182,26 @@ class JsonlReader(Reader):
             yield items
 
     def segments(self) -> int:
-        """Each line of the plain files, then each gzip file (read whole: it cannot seek)."""
-        return len(self.offsets) + len(self.gz)
+        """Each line of the plain files; then, per gzip file, each of its lines and a last
+        segment for what follows them (the rejection of a file that breaks off, else nothing)."""
+        return len(self.offsets) + sum(n + 1 for _, n in self.gz)
 
     def read_segment(self, s: int) -> Iterator[list[Item]]:
-        if s < len(self.offsets):
+        return self.read_segments(s, s + 1)
+
+    def read_segments(self, start: int, stop: int) -> Iterator[list[Item]]:
+        for s in range(start, min(stop, len(self.offsets))):
             yield list(self.read(s))
-        else:
-            yield from (items for items, _ in self._gz_lines(self.gz[s - len(self.offsets)][0]))
+        at = len(self.offsets)
+        for path, n in self.gz:  # gzip cannot seek: decompress and skip to the run's first line
+            lo, hi = max(start - at, 0), min(stop - at, n + 1)
+            if lo < hi:
+                for j, (items, _) in enumerate(self._gz_lines(path)):
+                    if j >= hi:
+                        break
+                    if j >= lo:
+                        yield items
+            at += n + 1
 
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         gz = list(self.gz)

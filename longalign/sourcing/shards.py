@@ -9,9 +9,9 @@ the one-process decisions, so its corpus equals the one-pod corpus.
 
 The sources are numbered in segments, in the source order (``Reader.segments``): every candidate
 of a reader that reads by number (dir:, stdlib:, git:, hf: folders) is a segment, and so is every
-line of a plain ``.jsonl`` file; a ``.jsonl.gz`` file (which cannot seek) and a Parquet row group
-are one segment each, read whole by the part that gets it; a streamed ``hf:`` dataset is one
-segment. The numbers are cut into ``count`` contiguous ranges. Only runs in the source order
+line of a ``.jsonl`` or ``.jsonl.gz`` file (a part decompresses a gzip file up to its first
+line: gzip cannot seek); a Parquet row group is one segment, and so is a streamed ``hf:``
+dataset. The numbers are cut into ``count`` contiguous ranges. Only runs in the source order
 qualify (no ``max_documents``, no ``mix``).
 """
 
@@ -56,18 +56,17 @@ def _weights(readers: list[Reader]) -> list[int]:
 
 
 def _candidates(readers: list[Reader], start: int, stop: int) -> Iterator[tuple[int, int, list[Item]]]:
-    """(reader index, candidate key within the reader, items) of the segments start..stop-1 of
-    the global numbering. The key, segment * 2^32 + position in the segment, tells consecutive
-    candidates apart for the reduce."""
+    """(reader index, candidate key, items) of the segments start..stop-1 of the global
+    numbering. The key is the candidate's position in this part's run of the reader's segments:
+    the reduce only needs consecutive candidates told apart."""
     at = 0
     for k, (reader, n) in enumerate(zip(readers, _weights(readers))):
         lo, hi = max(start, at), min(stop, at + n)
         if lo < hi:
-            whole = reader.segments() is None
-            for s in range(lo - at, hi - at):
-                candidates = reader.stream(None) if whole else reader.read_segment(s)
-                for j, items in enumerate(candidates):
-                    yield k, (s << 32) + j, items
+            candidates = (reader.stream(None) if reader.segments() is None
+                          else reader.read_segments(lo - at, hi - at))
+            for j, items in enumerate(candidates):
+                yield k, j, items  # consecutive candidates get different keys
         at += n
 
 

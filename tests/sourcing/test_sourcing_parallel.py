@@ -131,45 +131,56 @@ def test_a_worker_that_lists_another_number_of_candidates_stops(tmp_path: Path, 
 
 
 def test_row_sources_are_cut_between_pods_at_lines_and_row_groups(tmp_path: Path) -> None:
-    # One big JSONL file, a gzip JSONL file, Parquet files with several row groups and an empty
-    # source: each pod gets a contiguous run of their segments (a plain line, a gzip file, a row
-    # group), so no single pod reads a whole row source, and the reduce equals one process.
+    # One big JSONL file, gzip JSONL files (one broken off), Parquet files with several row groups
+    # and an empty source: each pod gets a contiguous run of their segments (a line, a row group),
+    # so no single pod reads a whole row source, and the reduce equals one process.
     import gzip
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from longalign.sourcing.readers import open_reader
-    from longalign.sourcing.shards import _weights, source_shard
+    from longalign.sourcing.shards import PREPARED, _weights, source_shard
 
     lines = [json.dumps({"text": doc(300 + i)}) for i in range(9)]
     lines[4] = json.dumps({"text": doc(302)})  # an exact duplicate across a pod boundary
     write(tmp_path / "big.jsonl", "\n".join(lines[:6] + ["", "{broken"] + lines[6:]) + "\n")
-    with gzip.open(tmp_path / "more.jsonl.gz", "wt") as handle:
-        handle.write("\n".join(json.dumps({"text": doc(400 + i)}) for i in range(4)) + "\n")
+    (tmp_path / "gz").mkdir()
+    with gzip.open(tmp_path / "gz" / "a.jsonl.gz", "wt") as handle:
+        handle.write("\n\n".join(json.dumps({"text": doc(400 + i)}) for i in range(6)) + "\n")
+    whole = gzip.compress("".join(json.dumps({"text": doc(450 + i)}) + "\n"
+                                  for i in range(6)).encode())
+    (tmp_path / "gz" / "b.jsonl.gz").write_bytes(whole[:len(whole) * 2 // 3])  # breaks off
     table = pa.table({"text": [doc(500 + i) for i in range(10)] + [doc(301)],  # a late copy
                       "lang": ["en"] * 11})
     (tmp_path / "pq").mkdir()
-    pq.write_table(table.slice(0, 7), tmp_path / "pq" / "a.parquet", row_group_size=3)
+    pq.write_table(table.slice(0, 7), tmp_path / "pq" / "a.parquet", row_group_size=2)
     pq.write_table(table.slice(7), tmp_path / "pq" / "b.parquet", row_group_size=2)
     (tmp_path / "empty").mkdir()
     write(tmp_path / "empty" / "none.jsonl", "\n")
-    specs = [f"jsonl:{tmp_path / 'big.jsonl'}", f"jsonl:{tmp_path / 'more.jsonl.gz'}",
+    specs = [f"jsonl:{tmp_path / 'big.jsonl'}", f"jsonl:{tmp_path / 'gz'}",
              f"parquet:{tmp_path / 'pq'}", f"jsonl:{tmp_path / 'empty'}"]
     readers = [open_reader(spec) for spec in specs]
     for reader in readers:
         reader.index()
-    # 10 non-blank lines (one broken), one gzip file, 3 + 2 row groups, an empty source
-    assert _weights(readers) == [10, 1, 5, 0]
+    [(_, six), (_, broken)] = readers[1].gz
+    assert six == 6 and 0 < broken < 6
+    # 10 non-blank lines (one malformed); per gzip file its lines and a tail (b's: its
+    # rejection); 4 + 2 row groups; an empty source
+    assert _weights(readers) == [10, 6 + 1 + broken + 1, 6, 0]
     config = SourcingConfig(sources=specs, min_tokens=100, max_tokens=700, near_dup_threshold=0.7)
     one = source(config, MODEL, tmp_path / "one")
     assert one["rejected"]["duplicate"] == 2 and one["rejected"]["malformed"] == 1
-    parts = [tmp_path / f"part-{k}" for k in range(4)]
-    summaries = [source_shard(config, MODEL, p, k, 4) for k, p in enumerate(parts)]
-    assert [s["range"] for s in summaries] == [[0, 4], [4, 8], [8, 12], [12, 16]]
-    # lines 0-3; lines 4-7; lines 8-9, the gzip file's 4 lines, a.parquet's first row group (3);
-    # its other two (3, 1) and b.parquet's two (2, 2)
-    assert [s["candidates"] for s in summaries] == [4, 4, 9, 8]
+    assert one["rejected"]["corrupt"] == 1
+    parts = [tmp_path / f"part-{k}" for k in range(6)]  # at most 5 segments each
+    summaries = [source_shard(config, MODEL, p, k, 6) for k, p in enumerate(parts)]
+    assert all(s["candidates"] > 0 for s in summaries)
+    assert sum(s["candidates"] for s in summaries) == 10 + 6 + broken + 1 + 11
+    uris = [set(pq.read_table(p / PREPARED, columns=["uri"]).column("uri").to_pylist())
+            for p in parts]
+    holding = {name: sum(any(name in u for u in part) for part in uris)
+               for name in ("big.jsonl:", "a.jsonl.gz:", ".parquet:")}
+    assert min(holding.values()) >= 2, holding  # each of these sources was cut between pods
     joined = source(config, MODEL, tmp_path / "joined", parts=parts[::-1])
     assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")
-    assert joined["selection"]["candidates_visited"] == one["selection"]["candidates_visited"] == 25
+    assert joined["selection"]["candidates_visited"] == one["selection"]["candidates_visited"]
