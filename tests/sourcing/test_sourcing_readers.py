@@ -158,3 +158,39 @@ def test_dir_spec_on_a_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a directory"):
         DirReader(f"dir:{path}", str(path))
     assert isinstance(open_reader("stdlib:"), StdlibReader)
+
+
+def test_any_cut_into_runs_of_segments_reads_the_stream(tmp_path: Path) -> None:
+    # What a map over pods relies on: runs of segments, read one after another, give exactly the
+    # candidates of stream(None), wherever the cuts fall (gzip lines and a broken-off file too)
+    import gzip
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from longalign.sourcing.readers import open_reader
+
+    (tmp_path / "j").mkdir()
+    write(tmp_path / "j" / "a.jsonl", "\n".join(json.dumps({"text": f"plain {i}"}) for i in range(5))
+          + "\n\n{bad\n")
+    with gzip.open(tmp_path / "j" / "b.jsonl.gz", "wt") as handle:
+        handle.write("".join(json.dumps({"text": f"zipped {i}"}) + "\n" for i in range(4)))
+    whole = gzip.compress("".join(json.dumps({"text": f"cut {i} " + "x" * 200}) + "\n"
+                                  for i in range(8)).encode())
+    (tmp_path / "j" / "c.jsonl.gz").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "p").mkdir()
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(7)]}), tmp_path / "p" / "a.parquet",
+                   row_group_size=2)
+    rng = np.random.default_rng(0)
+    for spec in (f"jsonl:{tmp_path / 'j'}", f"parquet:{tmp_path / 'p'}"):
+        reader = open_reader(spec)
+        reader.index()
+        expected = list(reader.stream(None))
+        n = reader.segments()
+        assert n > 3 and len(expected) > 4
+        for _ in range(6):
+            cuts = sorted({0, n, *rng.integers(0, n + 1, size=3).tolist()})
+            got = [c for a, b in zip(cuts, cuts[1:]) for c in reader.read_segments(a, b)]
+            assert got == expected, (spec, cuts)
+        assert [c for s in range(n) for c in reader.read_segment(s)] == expected
