@@ -319,17 +319,38 @@ class HfStreamReader(Reader):
     def size(self) -> Optional[int]:
         return self._size
 
-    def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
-        data = self.dataset
-        if rng is not None:
-            data = data.shuffle(seed=int(rng.integers(2**31)), buffer_size=BUFFER_ROWS)
+    def segments(self) -> int:
+        """The stream's shards (its data files, on the hub or local), which ``read_segments``
+        reads in order; one after another they are the stream."""
+        return max(1, int(getattr(self.dataset, "n_shards", 1) or 1))
+
+    def read_segment(self, s: int) -> Iterator[list[Item]]:
+        return self.read_segments(s, s + 1)
+
+    def read_segments(self, start: int, stop: int) -> Iterator[list[Item]]:
+        n = self.segments()
+        for s in range(start, stop):
+            shard = self.dataset if n == 1 else self.dataset.shard(num_shards=n, index=s,
+                                                                    contiguous=True)
+            yield from self._rows(shard, f"{self.name}#{s}:")
+
+    def _rows(self, data, prefix: str) -> Iterator[list[Item]]:
         i = 0
         try:
             for i, row in enumerate(data):
-                self.visited += 1
-                yield [row_item(f"{self.name}#{i}", row, self.field)]
-        except Exception as exc:  # network or file errors of a remote stream end this source
-            yield [Rejection(f"{self.name}#{i}", "unreadable", f"stream failed: {type(exc).__name__}: {exc}")]
+                yield [row_item(f"{prefix}{i}", row, self.field)]
+        except Exception as exc:  # network or file errors end this shard (or shuffled stream)
+            yield [Rejection(f"{prefix}{i}", "unreadable", f"stream failed: {type(exc).__name__}: {exc}")]
+
+    def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
+        """In order: shard by shard, rows named NAME#SHARD:ROW. Shuffled: the datasets library's
+        shuffle buffer over the shards in a seeded order, rows named NAME#DRAW."""
+        rows = (self.read_segments(0, self.segments()) if rng is None else self._rows(
+            self.dataset.shuffle(seed=int(rng.integers(2**31)), buffer_size=BUFFER_ROWS),
+            f"{self.name}#"))
+        for items in rows:
+            self.visited += 1
+            yield items
 
 
 def open_hf(spec: str, source: SourceSpec) -> Reader:

@@ -10,8 +10,8 @@ the one-process decisions, so its corpus equals the one-pod corpus.
 The sources are numbered in segments, in the source order (``Reader.segments``): every candidate
 of a reader that reads by number (dir:, stdlib:, git:, hf: folders) is a segment, and so is every
 line of a ``.jsonl`` or ``.jsonl.gz`` file (a part decompresses a gzip file up to its first
-line: gzip cannot seek); a Parquet row group is one segment, and so is a streamed ``hf:``
-dataset. The numbers are cut into ``count`` contiguous ranges. Only runs in the source order
+line: gzip cannot seek); a Parquet row group is one segment, and so is a data file of a
+streamed ``hf:`` dataset. The numbers are cut into ``count`` contiguous ranges. Only runs in the source order
 qualify (no ``max_documents``, no ``mix``).
 """
 

@@ -185,7 +185,9 @@ def test_hf_saved_dataset_and_splits(hf_dirs: Path) -> None:
 def test_hf_streams_local_data_files(hf_dirs: Path) -> None:
     reader = open_reader(f"hf:{hf_dirs / 'files'}")
     assert isinstance(reader, HfStreamReader)
-    assert [i.data for i in read_all(reader)] == [f"file row {i}" for i in range(4)]
+    items = read_all(reader)
+    assert [i.data for i in items] == [f"file row {i}" for i in range(4)]
+    assert items[0].uri.endswith("#0:0")  # shard 0, row 0
     shuffled = [c[0].data for c in reader.stream(np.random.default_rng(5))]
     assert sorted(shuffled) == [f"file row {i}" for i in range(4)]
 

@@ -131,8 +131,9 @@ def test_a_worker_that_lists_another_number_of_candidates_stops(tmp_path: Path, 
 
 
 def test_row_sources_are_cut_between_pods_at_lines_and_row_groups(tmp_path: Path) -> None:
-    # One big JSONL file, gzip JSONL files (one broken off), Parquet files with several row groups
-    # and an empty source: each pod gets a contiguous run of their segments (a line, a row group),
+    # One big JSONL file, data files streamed by datasets, gzip JSONL files (one broken off),
+    # Parquet files with several row groups and an empty source: each pod gets a contiguous run
+    # of their segments (a line, a data file, a row group),
     # so no single pod reads a whole row source, and the reduce equals one process.
     import gzip
 
@@ -158,28 +159,31 @@ def test_row_sources_are_cut_between_pods_at_lines_and_row_groups(tmp_path: Path
     pq.write_table(table.slice(7), tmp_path / "pq" / "b.parquet", row_group_size=2)
     (tmp_path / "empty").mkdir()
     write(tmp_path / "empty" / "none.jsonl", "\n")
-    specs = [f"jsonl:{tmp_path / 'big.jsonl'}", f"jsonl:{tmp_path / 'gz'}",
+    for k in range(6):  # data files streamed by the datasets library: one segment each
+        write(tmp_path / "h" / f"part-{k}.jsonl",
+              "".join(json.dumps({"text": doc(600 + 2 * k + i)}) + "\n" for i in range(2)))
+    specs = [f"jsonl:{tmp_path / 'big.jsonl'}", f"hf:{tmp_path / 'h'}", f"jsonl:{tmp_path / 'gz'}",
              f"parquet:{tmp_path / 'pq'}", f"jsonl:{tmp_path / 'empty'}"]
     readers = [open_reader(spec) for spec in specs]
     for reader in readers:
         reader.index()
-    [(_, six), (_, broken)] = readers[1].gz
+    [(_, six), (_, broken)] = readers[2].gz
     assert six == 6 and 0 < broken < 6
     # 10 non-blank lines (one malformed); per gzip file its lines and a tail (b's: its
     # rejection); 4 + 2 row groups; an empty source
-    assert _weights(readers) == [10, 6 + 1 + broken + 1, 6, 0]
+    assert _weights(readers) == [10, 6, 6 + 1 + broken + 1, 6, 0]
     config = SourcingConfig(sources=specs, min_tokens=100, max_tokens=700, near_dup_threshold=0.7)
     one = source(config, MODEL, tmp_path / "one")
     assert one["rejected"]["duplicate"] == 2 and one["rejected"]["malformed"] == 1
     assert one["rejected"]["corrupt"] == 1
-    parts = [tmp_path / f"part-{k}" for k in range(6)]  # at most 5 segments each
-    summaries = [source_shard(config, MODEL, p, k, 6) for k, p in enumerate(parts)]
+    parts = [tmp_path / f"part-{k}" for k in range(8)]  # 4-5 segments each
+    summaries = [source_shard(config, MODEL, p, k, 8) for k, p in enumerate(parts)]
     assert all(s["candidates"] > 0 for s in summaries)
-    assert sum(s["candidates"] for s in summaries) == 10 + 6 + broken + 1 + 11
+    assert sum(s["candidates"] for s in summaries) == 10 + 12 + 6 + broken + 1 + 11
     uris = [set(pq.read_table(p / PREPARED, columns=["uri"]).column("uri").to_pylist())
             for p in parts]
     holding = {name: sum(any(name in u for u in part) for part in uris)
-               for name in ("big.jsonl:", "a.jsonl.gz:", ".parquet:")}
+               for name in ("big.jsonl:", "h::train#", "a.jsonl.gz:", ".parquet:")}
     assert min(holding.values()) >= 2, holding  # each of these sources was cut between pods
     joined = source(config, MODEL, tmp_path / "joined", parts=parts[::-1])
     assert outputs(tmp_path / "one") == outputs(tmp_path / "joined")

@@ -182,13 +182,18 @@ def test_any_cut_into_runs_of_segments_reads_the_stream(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     pq.write_table(pa.table({"text": [f"row {i}" for i in range(7)]}), tmp_path / "p" / "a.parquet",
                    row_group_size=2)
+    for k, rows in enumerate((3, 1, 4, 2)):  # a folder of data files, streamed by datasets
+        write(tmp_path / "h" / f"part-{k}.jsonl",
+              "".join(json.dumps({"text": f"file {k} row {i}"}) + "\n" for i in range(rows)))
     rng = np.random.default_rng(0)
-    for spec in (f"jsonl:{tmp_path / 'j'}", f"parquet:{tmp_path / 'p'}"):
+    for spec in (f"jsonl:{tmp_path / 'j'}", f"parquet:{tmp_path / 'p'}", f"hf:{tmp_path / 'h'}"):
         reader = open_reader(spec)
         reader.index()
         expected = list(reader.stream(None))
         n = reader.segments()
-        assert n > 3 and len(expected) > 4
+        assert n > 3 and len(expected) > 4  # the hf folder: one segment per data file
+        if spec.startswith("hf:"):  # its shards in order are the library's own stream
+            assert [c[0].data for c in expected] == [row["text"] for row in reader.dataset]
         for _ in range(6):
             cuts = sorted({0, n, *rng.integers(0, n + 1, size=3).tolist()})
             got = [c for a, b in zip(cuts, cuts[1:]) for c in reader.read_segments(a, b)]
