@@ -33,6 +33,8 @@ from longalign.sourcing.specs import SourceSpec
 BUFFER_ROWS = 1024
 BUFFER_BYTES = 64 * 1024 * 1024
 BATCH_ROWS = 64
+STREAM_FAILURES = 3  # data files of an hf stream failing in a row before the rest is skipped
+STREAM_FAILED = "stream failed"
 
 
 def row_item(uri: str, row: Any, text_field: str) -> Item:
@@ -328,11 +330,26 @@ class HfStreamReader(Reader):
         return self.read_segments(s, s + 1)
 
     def read_segments(self, start: int, stop: int) -> Iterator[list[Item]]:
+        """Data files ``start`` to ``stop - 1``. A file whose stream fails ends with an
+        ``unreadable`` rejection and the next file is read; after ``STREAM_FAILURES`` such files
+        in a row (the hub unreachable: each would wait out the library's retries) the rest of
+        the run is one rejection."""
         n = self.segments()
+        failed = 0
         for s in range(start, stop):
+            if failed >= STREAM_FAILURES:
+                yield [Rejection(f"{self.name}#{s}:0", "unreadable",
+                                 f"the stream failed in {failed} data files in a row: data files "
+                                 f"{s}-{stop - 1} not read")]
+                return
             shard = self.dataset if n == 1 else self.dataset.shard(num_shards=n, index=s,
                                                                     contiguous=True)
-            yield from self._rows(shard, f"{self.name}#{s}:")
+            last: list[Item] = []
+            for last in self._rows(shard, f"{self.name}#{s}:"):
+                yield last
+            broke = bool(last) and isinstance(last[0], Rejection) and last[0].detail.startswith(
+                STREAM_FAILED)
+            failed = failed + 1 if broke else 0
 
     def _rows(self, data, prefix: str) -> Iterator[list[Item]]:
         i = 0
@@ -340,7 +357,7 @@ class HfStreamReader(Reader):
             for i, row in enumerate(data):
                 yield [row_item(f"{prefix}{i}", row, self.field)]
         except Exception as exc:  # network or file errors end this shard (or shuffled stream)
-            yield [Rejection(f"{prefix}{i}", "unreadable", f"stream failed: {type(exc).__name__}: {exc}")]
+            yield [Rejection(f"{prefix}{i}", "unreadable", f"{STREAM_FAILED}: {type(exc).__name__}: {exc}")]
 
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         """In order: shard by shard, rows named NAME#SHARD:ROW. Shuffled: the datasets library's

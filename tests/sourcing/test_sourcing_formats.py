@@ -211,3 +211,26 @@ def test_spec_options_parsed_and_checked() -> None:
                          ("parquet:", "needs a path"), ("ftp:/x", "unknown source")]:
         with pytest.raises(UserError, match=message):
             parse_spec(bad)
+
+
+def test_hf_stream_a_broken_data_file_ends_only_itself_until_several_break(tmp_path: Path) -> None:
+    from longalign.sourcing.read_tables import STREAM_FAILURES
+
+    def folder(name: str, broken: set[int], files: int = 5) -> str:
+        for k in range(files):
+            body = "{not json\n" if k in broken else jsonl_text([{"text": f"{name} {k}"}])
+            write(tmp_path / name / f"part-{k}.jsonl", body)
+        return f"hf:{tmp_path / name}"
+
+    one = read_all(open_reader(folder("one", {2})))
+    assert [getattr(i, "data", None) or i.reason for i in one] == [
+        "one 0", "one 1", "unreadable", "one 3", "one 4"]
+    assert one[2].uri.endswith("#2:0") and "stream failed" in one[2].detail
+    assert STREAM_FAILURES == 3
+    many = read_all(open_reader(folder("many", {1, 2, 3})))
+    assert [getattr(i, "data", None) or i.reason for i in many] == [
+        "many 0", "unreadable", "unreadable", "unreadable", "unreadable"]
+    assert "data files 4-4 not read" in many[-1].detail  # the hub unreachable: stop trying
+    gaps = read_all(open_reader(folder("gaps", {0, 1, 3, 4}, files=6)))  # a good file in between
+    assert [getattr(i, "data", None) or i.reason for i in gaps] == [
+        "unreadable", "unreadable", "gaps 2", "unreadable", "unreadable", "gaps 5"]
