@@ -5,7 +5,9 @@ A stage output holds numbered shards ``<prefix>-00000.<suffix>``, ``<prefix>-000
 - corpus (sourcing -> generation, scoring): ``documents-*.parquet``, one long document a row;
 - chats (generation -> packing): ``samples-*.parquet``, one chat a row;
 - packed (packing -> training): ``rows-*.arrow``, uncompressed Arrow IPC files (memory-mapped by
-  training without copying), one packed row a row, plus ``meta.json``.
+  training without copying), one packed row a row, plus ``meta.json`` (which lists the row
+  files, and names the directory holding them when that is not the output itself: ``rows_dir``,
+  on the shared volume, written by the sharded pipelines).
 
 Every shard carries its format's name and version in the Arrow schema metadata; the reader
 refuses a shard of another version with one error line (shards without the metadata predate it
@@ -308,7 +310,30 @@ def read_packed_meta(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def open_packed(directory: str | os.PathLike) -> tuple[dict[str, Any], Shards]:
+    """A packing output's checked ``meta.json`` and its row files, opened. The rows are in the
+    directory itself, or, when ``meta.json`` has ``rows_dir`` (the sharded pipelines write them on
+    the shared volume), there. When ``meta.json`` lists its ``files``, exactly those must be
+    present: a half-written set of rows is an error, not a smaller dataset."""
+    meta = read_packed_meta(require_dir(directory, PACKED.name))
+    rows_dir = meta.get("rows_dir") or directory
+    if meta.get("rows_dir") and not Path(rows_dir).is_dir():
+        raise UserError(f"{PACKED.name} {directory}: its rows are in {rows_dir}, which does not "
+                        "exist here (is the shared volume mounted, or were the rows deleted?)")
+    shards = Shards(PACKED, rows_dir)
+    listed = meta.get("files")
+    found = [p.name for p in shards.paths]
+    if listed is not None and found != list(listed):
+        missing = sorted(set(listed) - set(found))
+        extra = sorted(set(found) - set(listed))
+        raise UserError(f"{PACKED.name} {directory}: meta.json lists {len(listed)} row files, "
+                        f"{rows_dir} holds {len(found)}"
+                        + (f"; missing {', '.join(missing[:5])}" if missing else "")
+                        + (f"; not listed {', '.join(extra[:5])}" if extra else ""))
+    return meta, shards
+
+
 def read_packed(directory: str | os.PathLike) -> tuple[dict[str, Any], list[pa.Table]]:
-    """A packing output: its checked ``meta.json`` and one memory-mapped table per shard."""
-    meta = read_packed_meta(directory)
-    return meta, [f.read_all() for f in Shards(PACKED, directory).files]
+    """A packing output: its checked ``meta.json`` and one memory-mapped table per row file."""
+    meta, shards = open_packed(directory)
+    return meta, [f.read_all() for f in shards.files]

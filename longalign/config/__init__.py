@@ -162,6 +162,9 @@ class PackingConfig(_Section):
         "processes that tokenise contiguous parts of the input in parallel (0: one per core); "
         "the parts are joined in input order before dedup and planning, so the rows are the "
         "same for any value"))
+    tokens_per_file: int = Field(1 << 28, ge=1, description=(
+        "a row file (rows-NNNNN.arrow) ends at the first micro-batch boundary once it holds "
+        "this many tokens; in the sharded pipelines each file is written by a pod of its own"))
 
 
 class LongBenchChatConfig(_Section):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,29 +134,54 @@ def pack_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike]
                        f"{len(parts)} packing parts", output, tmp)
 
 
+@dataclass
+class Plan:
+    """The reduce's decisions over a closed store: which samples are kept and how they are laid
+    out (micro-batches of rows of sample indices into the store)."""
+
+    lengths: np.ndarray  # of the kept samples, in input order
+    targets: np.ndarray
+    batches: list[list[list[int]]]
+    efficiency: float
+
+
+def plan_store(config: PackingConfig, store: SampleStore, tally: Tally, where: str) -> Plan:
+    """Skip duplicate ids (counted in ``tally``) and plan the rows of the closed ``store``."""
+    keep = np.ones(store.count, dtype=bool)
+    for i in duplicates(store).tolist():
+        tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")
+        keep[i] = False
+    index = np.flatnonzero(keep)  # position in the plan -> sample in the store
+    lengths, targets = store.lengths[index], store.targets[index]
+    if len(lengths) == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
+        raise UserError(f"no usable samples in {where} ({tally.samples_in} read; "
+                        f"skipped {reasons})")
+    batches, efficiency = plan_batches(config, lengths)
+    if len(index) < store.count:
+        batches = [[index[row].tolist() for row in b] for b in batches]
+    return Plan(lengths, targets, batches, efficiency)
+
+
 def _reduce(config: PackingConfig, model: str, tokenizer, encoder, store: SampleStore,
             tally: Tally, where: str, output: str | os.PathLike, tmp: Path) -> StageResult:
     """Dedup, plan and write the rows of the closed ``store`` into ``tmp``; releases it."""
     try:
-        keep = np.ones(store.count, dtype=bool)
-        for i in duplicates(store).tolist():
-            tally.skip(store.sample_id(i), "duplicate_id", "an earlier sample has the same id")
-            keep[i] = False
-        index = np.flatnonzero(keep)  # position in the plan -> sample in the store
-        lengths, targets = store.lengths[index], store.targets[index]
-        if len(lengths) == 0:
-            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(tally.skipped.items()))
-            raise UserError(f"no usable samples in {where} ({tally.samples_in} read; "
-                            f"skipped {reasons})")
-        batches, efficiency = plan_batches(config, lengths)
-        if len(index) < store.count:
-            batches = [[index[row].tolist() for row in b] for b in batches]
-        files_out = write_rows(Path(tmp), store, track(batches, f"writing {config.strategy} rows"))
+        plan = plan_store(config, store, tally, where)
+        files = write_rows(Path(tmp), store, track(plan.batches, f"writing {config.strategy} rows"),
+                           tokens_per_file=config.tokens_per_file)
     finally:
         store.release()
+    return finish(config, model, tokenizer, encoder, plan, tally, files, output, tmp)
+
+
+def finish(config: PackingConfig, model: str, tokenizer, encoder, plan: Plan, tally: Tally,
+           files: list[str], output: str | os.PathLike, tmp: Path, **meta_extra) -> StageResult:
+    """Write the output's stats, meta.json (``meta_extra`` added), result, summary and plot for
+    ``plan`` written as row files ``files``."""
     stats = build_stats(tally=tally, strategy=config.strategy, max_len=config.max_len,
-                        batch_size=config.batch_size, lengths=lengths, targets=targets,
-                        batches=batches, efficiency=efficiency, files=files_out)
+                        batch_size=config.batch_size, lengths=plan.lengths, targets=plan.targets,
+                        batches=plan.batches, efficiency=plan.efficiency, files=files)
     write_packed_meta(tmp, strategy=config.strategy, max_len=config.max_len, model=model,
                       format=config.format,
                       pad_token_id=int(tokenizer.pad_token_id or 0),
@@ -166,7 +192,7 @@ def _reduce(config: PackingConfig, model: str, tokenizer, encoder, store: Sample
                       chat_template_name=encoder.template_name, rows=stats["rows"],
                       batches=stats["batches"], samples=stats["samples_packed"],
                       tokens=stats["tokens"], data_tasks=stats["data_tasks"],
-                      config=config.model_dump())
+                      config=config.model_dump(), files=files, **meta_extra)
     result = StageResult("packing", Path(output), stats, metrics=numeric(stats["metrics"]),
                          headline={k: stats[k] for k in ("rows", "efficiency")},
                          summary="summary.md")
@@ -174,6 +200,6 @@ def _reduce(config: PackingConfig, model: str, tokenizer, encoder, store: Sample
     (Path(tmp) / "summary.md").write_text(summary_markdown(stats, model))
     plot_lengths(stats, Path(tmp) / "lengths.png")
     log.info("packing: %d samples -> %d rows in %d batches, efficiency %.4f (%d skipped)",
-             stats["samples_packed"], stats["rows"], stats["batches"], efficiency,
+             stats["samples_packed"], stats["rows"], stats["batches"], plan.efficiency,
              stats["skipped_total"])
     return result

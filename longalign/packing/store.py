@@ -13,7 +13,9 @@ tokens) plus the per-sample numbers.
 
 Output files ``rows-00000.arrow``, ... (``longalign.formats.PACKED``: uncompressed Arrow IPC
 files the training stage memory-maps without copying). A new file starts, at a micro-batch
-boundary, once a file holds ``TOKENS_PER_FILE`` tokens; a micro-batch's rows are consecutive.
+boundary, once a file holds ``PackingConfig.tokens_per_file`` tokens (``TOKENS_PER_FILE`` by
+default); a micro-batch's rows are consecutive. Each file can be written on its own (``RowFile``)
+from the plan's cut (``cut_files``): the sharded pipelines write them in parallel pods.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from longalign.errors import UserError
-from longalign.formats import PACKED, ShardWriter
+from longalign.formats import PACKED
 from longalign.packing.encode import Encoded
 
 ROWS_PER_RECORD_BATCH = 256
@@ -234,43 +236,86 @@ def row_record_batch(store: SampleStore, rows: list[list[int]], batch_ids: list[
     ], schema=PACKED.schema)
 
 
+class RowFile:
+    """One ``rows-NNNNN.arrow`` file being written: micro-batches are added in order and cut into
+    record batches of at most ``rows_per_record_batch`` rows or ``tokens_per_record_batch`` tokens.
+    A file's bytes depend only on its own micro-batches and their batch indices, so files written
+    by different processes (``longalign.packing.spool``) equal those of one ``write_rows``."""
+
+    def __init__(self, path: Path, store: SampleStore, *, rows_per_record_batch: int | None = None,
+                 tokens_per_record_batch: int | None = None) -> None:
+        self.store = store
+        self.rows_limit = rows_per_record_batch or ROWS_PER_RECORD_BATCH
+        self.tokens_limit = tokens_per_record_batch or TOKENS_PER_RECORD_BATCH
+        self.writer = pa.ipc.new_file(str(path), PACKED.schema)
+        self.rows = self.tokens = 0
+        self._pending: list[list[int]] = []
+        self._pending_ids: list[int] = []
+        self._pending_tokens = 0
+
+    def add(self, index: int, batch: list[list[int]]) -> None:
+        """Add micro-batch ``batch`` (rows of sample indices) under batch index ``index``."""
+        lengths = self.store.lengths
+        for row in batch:
+            tokens = int(lengths[row].sum())
+            if self._pending and (len(self._pending) >= self.rows_limit
+                                  or self._pending_tokens + tokens > self.tokens_limit):
+                self._flush()
+            self._pending.append(row)
+            self._pending_ids.append(index)
+            self._pending_tokens += tokens
+            self.tokens += tokens
+            self.rows += 1
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.writer.write_batch(row_record_batch(self.store, self._pending, self._pending_ids))
+        self._pending, self._pending_ids, self._pending_tokens = [], [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+def batch_tokens(lengths: np.ndarray, batch: list[list[int]]) -> int:
+    return sum(int(lengths[row].sum()) for row in batch)
+
+
+def cut_files(lengths: np.ndarray, batches: Sequence[list[list[int]]],
+              tokens_per_file: int | None = None) -> list[tuple[int, int]]:
+    """The micro-batch range ``[start, stop)`` of every row file ``write_rows`` writes: a new file
+    starts at a micro-batch boundary once a file holds ``tokens_per_file`` tokens."""
+    tokens_per_file = tokens_per_file or TOKENS_PER_FILE
+    starts: list[int] = []
+    file_tokens = 0
+    for k, batch in enumerate(batches):
+        if not starts or file_tokens >= tokens_per_file:
+            starts.append(k)
+            file_tokens = 0
+        file_tokens += batch_tokens(lengths, batch)
+    return list(zip(starts, starts[1:] + [len(batches)]))
+
+
 def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[int]]], *,
                rows_per_record_batch: int | None = None,
                tokens_per_record_batch: int | None = None,
                tokens_per_file: int | None = None) -> list[str]:
-    """Write micro-batches (each a list of rows of sample indices) as ``rows-NNNNN.arrow`` files;
-    return the file names. Micro-batch ``k`` of the iteration gets batch index ``k``. The limits
-    default to the module's ``ROWS_PER_RECORD_BATCH``, ``TOKENS_PER_RECORD_BATCH`` and
-    ``TOKENS_PER_FILE``."""
-    rows_per_record_batch = rows_per_record_batch or ROWS_PER_RECORD_BATCH
-    tokens_per_record_batch = tokens_per_record_batch or TOKENS_PER_RECORD_BATCH
+    """Write micro-batches (each a list of rows of sample indices) as ``rows-NNNNN.arrow`` files
+    (cut as ``cut_files`` does); return the file names. Micro-batch ``k`` of the iteration gets
+    batch index ``k``. The limits default to the module's ``ROWS_PER_RECORD_BATCH``,
+    ``TOKENS_PER_RECORD_BATCH`` and ``TOKENS_PER_FILE``."""
     tokens_per_file = tokens_per_file or TOKENS_PER_FILE
-    lengths = store.lengths
-    writer = ShardWriter(PACKED, out_dir)
-    file_tokens = 0
-    pending: list[list[int]] = []
-    pending_ids: list[int] = []
-    pending_tokens = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_ids, pending_tokens
-        if pending:
-            writer.write_batch(row_record_batch(store, pending, pending_ids))
-        pending, pending_ids, pending_tokens = [], [], 0
-
+    names: list[str] = []
+    current: RowFile | None = None
     for k, batch in enumerate(batches):
-        if file_tokens >= tokens_per_file:
-            flush()
-            writer.close_shard()
-            file_tokens = 0
-        for row in batch:
-            tokens = int(lengths[row].sum())
-            if pending and (len(pending) >= rows_per_record_batch
-                            or pending_tokens + tokens > tokens_per_record_batch):
-                flush()
-            pending.append(row)
-            pending_ids.append(k)
-            pending_tokens += tokens
-            file_tokens += tokens
-    flush()
-    return writer.flush()
+        if current is None or current.tokens >= tokens_per_file:
+            if current is not None:
+                current.close()
+            names.append(PACKED.shard_name(len(names)))
+            current = RowFile(Path(out_dir) / names[-1], store,
+                              rows_per_record_batch=rows_per_record_batch,
+                              tokens_per_record_batch=tokens_per_record_batch)
+        current.add(k, batch)
+    if current is not None:
+        current.close()
+    return names

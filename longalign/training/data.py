@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -15,8 +16,7 @@ import pyarrow.compute as pc
 import torch
 
 from longalign.errors import UserError
-from longalign.formats import IGNORE, PACKED, Shards, read_packed_meta
-from longalign.io import require_dir
+from longalign.formats import IGNORE, open_packed
 
 
 @dataclass
@@ -70,9 +70,8 @@ class PackedData:
 
     def __init__(self, directory: str | os.PathLike, *, document_masking: bool = True) -> None:
         self.document_masking = document_masking
-        self.meta: dict[str, Any] = read_packed_meta(require_dir(directory, PACKED.name))
-        shards = Shards(PACKED, directory)
-        self.directory = shards.directory
+        self.meta, shards = open_packed(directory)
+        self.directory = Path(directory)
         self.strategy = self.meta["strategy"]
         self.pad_token_id = int(self.meta.get("pad_token_id") or 0)
         self.text = self.meta.get("format") == "text"
