@@ -9,7 +9,8 @@ promotion gate at the end, ``components/promotion/component.yaml``).
 
 from longalign.components.generation.component import generation
 from longalign.components.packing.component import packing
-from longalign.components.packing.sharded import packing_join, packing_part
+from longalign.components.packing.sharded import (packing_join, packing_part, packing_plan,
+                                                  packing_write)
 from longalign.components.promotion.component import promotion
 from longalign.components.scoring.component import scoring
 from longalign.components.sourcing.component import sourcing
@@ -35,8 +36,10 @@ COMPONENTS["promotion"] = ("promotion", "component.yaml", promotion)
 COMPONENTS["sourcing_part"] = ("sourcing", "part.yaml", sourcing_part)
 COMPONENTS["sourcing_join"] = ("sourcing", "join.yaml", sourcing_join)
 COMPONENTS["packing_part"] = ("packing", "part.yaml", packing_part)
+COMPONENTS["packing_plan"] = ("packing", "plan.yaml", packing_plan)
+COMPONENTS["packing_write"] = ("packing", "write.yaml", packing_write)
 COMPONENTS["packing_join"] = ("packing", "join.yaml", packing_join)
 
 __all__ = ["COMPONENTS", "STAGE_COMPONENTS", "fingerprint", "generation", "packing", "packing_join",
-           "packing_part", "promotion", "scoring", "sourcing", "sourcing_join", "sourcing_part",
-           "training", "training_launcher"]
+           "packing_part", "packing_plan", "packing_write", "promotion", "scoring", "sourcing",
+           "sourcing_join", "sourcing_part", "training", "training_launcher"]

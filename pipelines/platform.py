@@ -68,6 +68,11 @@ CACHING = {"fingerprint": False, "sourcing": True, "generation": True, "packing"
            "promotion": False}
 LAUNCHER_CACHING = False
 
+# The sharded pipelines' packing steps keep their sample stores and rows here on the shared volume
+# (longalign.packing.spool); their effects live outside their artifacts, so they are not cached.
+SHARED_DIR = f"{DATA_MOUNT}/sharded"
+VOLUME_CACHING = False
+
 # /dev/shm for the training pod (NCCL and DataLoader workers need more than the default 64 MiB).
 SHM_SIZE = "16Gi"
 
@@ -82,6 +87,15 @@ def stage_pod(task: PipelineTask, stage: str, *, pvc_name, api_key_secret=None) 
     if stage in SECRET_ENV and api_key_secret is not None:
         kubernetes.use_secret_as_env(task, secret_name=api_key_secret,
                                      secret_key_to_env=SECRET_ENV[stage], optional=True)
+    return task
+
+
+def volume_pod(task: PipelineTask, stage: str, *, pvc_name) -> PipelineTask:
+    """Settings of a sharded step that reads or writes the shared volume (``SHARED_DIR``): the
+    volume, the stage's timeout, no caching."""
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
+    kubernetes.set_timeout(task, TIMEOUT_SECONDS[stage])
+    task.set_caching_options(enable_caching=VOLUME_CACHING)
     return task
 
 

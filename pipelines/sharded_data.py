@@ -1,12 +1,14 @@
 """longalign-sharded-data: sourcing and text packing over many pods, the one-pod output.
 
 ParallelFor over parts: sourcing_part -> sourcing_join -> ParallelFor over parts: packing_part
-(format text, on the corpus) -> packing_join
+(format text, on the corpus) -> packing_plan -> ParallelFor over row files: packing_write ->
+packing_join
 
-Each map step runs one pod per entry of ``parts`` (``PARALLELISM`` at a time); each join collects
-the parts (``dsl.Collected``) and makes the decisions that involve more than one document in the
-one-pod order, so the corpus and the rows equal those of the one-pod sourcing and packing steps
-(docs/scale.md). The sourcing config must leave ``max_documents`` and ``mix`` unset.
+Each map step runs one pod per entry of ``parts`` (``PARALLELISM`` at a time); the sourcing join and
+the packing plan collect the parts (``dsl.Collected``) and make the decisions that involve more
+than one document in the one-pod order, so the corpus and the rows equal those of the one-pod
+sourcing and packing steps (docs/scale.md). The packing steps keep their stores and the rows on
+the shared volume (``longalign.pipelines.sharded.packing_steps``). The sourcing config must leave ``max_documents`` and ``mix`` unset.
 """
 
 from typing import NamedTuple
@@ -14,10 +16,10 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics
 
-from longalign.components.packing.sharded import packing_join, packing_part
 from longalign.components.sourcing.sharded import sourcing_join, sourcing_part
+from longalign.pipelines import platform
 from longalign.pipelines.pipeline import DEFAULTS
-from longalign.pipelines.sharded import PARALLELISM
+from longalign.pipelines.sharded import PARALLELISM, packing_steps
 
 SHARDED_DATA_PIPELINE_NAME = "longalign-sharded-data"
 # the default sourcing section without max_documents and mix (a capped or mixed run decides what
@@ -40,9 +42,14 @@ def sharded_data_pipeline(
     sourcing_config: dict = SOURCE_ORDER_DEFAULTS,
     text_packing_config: dict = DEFAULTS["extend"]["packing"],
     parts: list = [0, 1, 2],
+    shared_dir: str = platform.SHARED_DIR,
+    pvc_name: str = platform.PVC_NAME,
 ) -> ShardedDataOutputs:
     """`sourcing_config` without max_documents and mix; `text_packing_config` a packing section
-    with format text; `parts`: the part indices [0, 1, ..., n-1], one pod each per stage."""
+    with format text; `parts`: the part indices [0, 1, ..., n-1], one pod each per stage;
+    `shared_dir`: where packing's sample stores and rows go, on the ReadWriteMany claim
+    `pvc_name` (mounted at /mnt/longalign in the packing steps and needed by whatever reads the
+    rows)."""
     with dsl.ParallelFor(parts, parallelism=PARALLELISM) as index:
         source_part = sourcing_part(config=sourcing_config, base_model=base_model, index=index,
                                     parts=parts).set_display_name("sourcing part")
@@ -50,11 +57,7 @@ def sharded_data_pipeline(
                                 parts=dsl.Collected(source_part.outputs["part"]))
     source_join.set_display_name("sourcing join")
     corpus = source_join.outputs["corpus"]
-    with dsl.ParallelFor(parts, parallelism=PARALLELISM) as index:
-        pack_part = packing_part(config=text_packing_config, base_model=base_model, chats=corpus,
-                                 index=index, parts=parts).set_display_name("packing part")
-    pack_join = packing_join(config=text_packing_config, base_model=base_model,
-                             parts=dsl.Collected(pack_part.outputs["part"]))
-    pack_join.set_display_name("packing join")
+    pack_join = packing_steps(text_packing_config, base_model, corpus, parts, shared_dir,
+                              pvc_name)
     return ShardedDataOutputs(corpus=corpus, packed=pack_join.outputs["packed"],
                               metrics=pack_join.outputs["metrics"])

@@ -23,13 +23,14 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
 from longalign.config import PackingConfig
 from longalign.errors import UserError
 from longalign.formats import CHATS, CORPUS, Shards
-from longalign.io import atomic_dir, write_json
+from longalign.io import atomic_dir, read_json, write_json
 from longalign.packing.encode import ChatEncoder, Encoded
 from longalign.packing.report import Tally
 from longalign.packing.store import SampleStore
@@ -160,12 +161,16 @@ TALLY = "tally.json"
 
 def encode_shard(config: PackingConfig, model: str, source: str | os.PathLike,
                  output: str | os.PathLike, index: int, count: int, *,
-                 overwrite: bool = False) -> StageResult:
+                 store_dir: str | os.PathLike | None = None, overwrite: bool = False) -> StageResult:
     """The map step as a stage of its own (one pod of a sharded run): tokenise part ``index`` of
-    ``count`` (``split_rows`` of the input rows) into ``output`` (``part.bin``,
-    ``part.ids.bin``, ``part.index.npy`` and ``tally.json``, atomically); the result's stats are
-    the tally plus ``rows`` and ``samples``. ``longalign.packing.stage.pack_parts`` is the
-    reduce."""
+    ``count`` (``split_rows`` of the input rows) into a sample-store part and write ``output``
+    (``tally.json``, atomically); the result's stats are the tally plus ``rows`` and ``samples``.
+
+    The store part (``part.bin``, ``part.ids.bin``, ``part.index.npy``) goes into ``output`` too,
+    or, with ``store_dir``, into that directory (on a volume every pod of the run shares; written
+    atomically, replacing an earlier attempt's) and ``tally.json`` records where (``store``).
+    ``longalign.packing.stage.pack_parts`` and ``longalign.packing.spool.plan_parts`` are the
+    reduces."""
     if not 0 <= index < count:
         raise UserError(f"part {index} of {count}: the index must be in 0..{count - 1}")
     from longalign.models import load_tokenizer
@@ -175,14 +180,48 @@ def encode_shard(config: PackingConfig, model: str, source: str | os.PathLike,
     encoder = make_encoder(config, load_tokenizer(model))
     tally = Tally()
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        store = SampleStore(tmp, PART)
-        try:
-            encode_into(files, encoder, store, tally, rows, progress=False)
-        finally:
-            samples = store.finish()
+        with (atomic_dir(store_dir, overwrite=True) if store_dir else nullcontext(tmp)) as where:
+            store = SampleStore(where, PART)
+            try:
+                encode_into(files, encoder, store, tally, rows, progress=False)
+            finally:
+                samples = store.finish()
         summary = {**tally.as_dict(), "rows": list(rows), "samples": samples}
+        if store_dir:
+            summary["store"] = str(Path(store_dir).absolute() / PART)
         write_json(Path(tmp) / TALLY, summary)
     log.info("packing: part %d/%d (rows %d-%d) -> %d samples", index + 1, count, *rows, samples)
     return StageResult("packing part", Path(output), summary, metrics={
         "samples_in": summary["samples_in"], "samples": samples,
         "skipped": sum(summary["skipped"].values())})
+
+
+def read_parts(parts: list[str | os.PathLike]) -> tuple[Tally, list[Path]]:
+    """The map outputs ``parts`` (of ``encode_shard``, in any order: each records its input rows),
+    checked to cover the input rows without gaps: their merged tally and their store parts'
+    stems in input order (for ``SampleStore.join``)."""
+    if not parts:
+        raise UserError("packing: no parts to join")
+    found = []
+    for part in parts:
+        try:
+            summary = read_json(Path(part) / TALLY)
+            found.append((tuple(summary["rows"]), summary, Path(part)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{part} is not a packing part (no readable {TALLY}: {exc})") from None
+    found.sort(key=lambda t: t[0])  # input order, whatever order the parts came in
+    ends = [0] + [rows[1] for rows, _, _ in found]
+    if [rows[0] for rows, _, _ in found] != ends[:-1]:
+        raise UserError("packing parts do not cover the input rows without gaps: "
+                        + ", ".join(f"{a}-{b}" for (a, b), _, _ in found))
+    tally = Tally()
+    for _, summary, _ in found:
+        tally.merge(summary)
+    return tally, [Path(summary.get("store") or path / PART) for _, summary, path in found]
+
+
+def volume_stores(parts: list[str | os.PathLike]) -> list[Path]:
+    """The store parts of ``parts`` that were written outside them (``encode_shard``'s
+    ``store_dir``, on the shared volume): the ones a join may delete."""
+    return [Path(read_json(Path(p) / TALLY)["store"]) for p in parts
+            if "store" in read_json(Path(p) / TALLY)]

@@ -27,10 +27,10 @@ import numpy as np
 from longalign.config import PackingConfig
 from longalign.errors import UserError
 from longalign.formats import write_packed_meta
-from longalign.io import atomic_dir, read_json
+from longalign.io import atomic_dir
 from longalign.models import load_tokenizer
-from longalign.packing.parallel import (PART, TALLY, encode_into, encode_parallel, input_shards,
-                                        make_encoder)
+from longalign.packing.parallel import (encode_into, encode_parallel, input_shards, make_encoder,
+                                        read_parts)
 from longalign.packing.plan import (packed_efficiency, padded_efficiency, plan_naive, plan_packs,
                                     plan_sorted)
 from longalign.packing.report import Tally, build_stats, plot_lengths, summary_markdown
@@ -109,26 +109,10 @@ def pack_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike]
     ``longalign.packing.parallel.encode_shard``, in any order: each records its input rows),
     drop duplicate ids over all of them, plan and write the rows. The output equals ``pack`` over
     the same input. Parts that leave a gap in the rows are a UserError."""
-    if not parts:
-        raise UserError("packing: no parts to join")
+    tally, stems = read_parts(parts)
     tokenizer = load_tokenizer(model)
     encoder = make_encoder(config, tokenizer)
-    tallies = []
-    for part in parts:
-        try:
-            tally_of = read_json(Path(part) / TALLY)
-            tallies.append((tuple(tally_of["rows"]), tally_of, Path(part)))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{part} is not a packing part (no readable {TALLY}: {exc})") from None
-    tallies.sort(key=lambda t: t[0])  # input order, whatever order the parts came in
-    ends = [0] + [rows[1] for rows, _, _ in tallies]
-    if [rows[0] for rows, _, _ in tallies] != ends[:-1]:
-        raise UserError("packing parts do not cover the input rows without gaps: "
-                        + ", ".join(f"{a}-{b}" for (a, b), _, _ in tallies))
-    tally = Tally()
-    for _, tally_of, _ in tallies:
-        tally.merge(tally_of)
-    store = SampleStore.join([path / PART for _, _, path in tallies], owned=False)
+    store = SampleStore.join(stems, owned=False)
     with atomic_dir(output, overwrite=overwrite) as tmp:
         return _reduce(config, model, tokenizer, encoder, store, tally,
                        f"{len(parts)} packing parts", output, tmp)

@@ -13,6 +13,8 @@ from longalign.config import PackingConfig, SourcingConfig
 from longalign.orchestrate import compile_pipeline
 from longalign.packing import pack
 from longalign.sourcing import source
+from packed_compare import same_packed
+from test_pipeline_sharded import check_volume_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "pipeline-sharded-data.yaml"
@@ -36,6 +38,8 @@ def test_committed_yaml_matches_code(tmp_path):
     assert list(yaml.safe_load_all(COMMITTED.read_text())) == list(yaml.safe_load_all(
         compiled.read_text())), "pipelines/pipeline-sharded-data.yaml is stale: run `make compile`"
     ir = next(yaml.safe_load_all(compiled.read_text()))
+    check_volume_steps(COMMITTED, ["packing-part", "packing-plan", "packing-write",
+                                   "packing-join"])
     defaults = ir["root"]["inputDefinitions"]["parameters"]["sourcing_config"]["defaultValue"]
     assert "max_documents" not in defaults and "mix" not in defaults
 
@@ -52,15 +56,16 @@ def test_kfp_local_three_parts_equal_one_process(tmp_path, tiny_model):
     (src / "d20_copy.txt").write_text(doc(2))  # a duplicate in another part
     sourcing = {"sources": [f"dir:{src}"], "min_tokens": 60, "max_tokens": 400,
                 "near_dup_threshold": 0.9}
-    packing = {"format": "text", "max_len": 256, "seed": 1}
+    packing = {"format": "text", "max_len": 256, "seed": 1, "tokens_per_file": 600}
     source(SourcingConfig(**sourcing), tiny_model, tmp_path / "corpus")
     pack(PackingConfig(**packing), tiny_model, tmp_path / "corpus", tmp_path / "packed")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     task = sharded_data_pipeline(base_model=tiny_model, sourcing_config=sourcing,
-                                 text_packing_config=packing, parts=[0, 1, 2])
+                                 text_packing_config=packing, parts=[0, 1, 2],
+                                 shared_dir=str(tmp_path / "volume"))
     corpus, packed = Path(task.outputs["corpus"].path), Path(task.outputs["packed"].path)
     stats = json.loads((corpus / "stats.json").read_text())
     assert stats["rejected"].get("duplicate") == 1 and stats["documents_kept"] > 6
     same_files(tmp_path / "corpus", corpus)
-    same_files(tmp_path / "packed", packed)
+    assert same_packed(tmp_path / "packed", packed, tmp_path / "volume") >= 2
     assert len(list((tmp_path / "root").rglob("prepared.parquet"))) == 3
