@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from longalign.errors import UserError
+from longalign.formats import PACKED_META, open_packed
 from longalign.io import atomic_dir, read_json, write_json
 from longalign.results import StageResult, numeric
 from longalign.training.launcher.config import LauncherConfig, parse_launcher_config
@@ -117,12 +118,29 @@ def plan_launch(training: dict[str, Any], launcher: dict[str, Any] | None, base_
     return LaunchPlan(cfg, name, namespace, run_id, run_paths(cfg, name), manifest, owner)
 
 
-def _stage(src: Path, dest: Path) -> None:
-    """Copy the packed data onto the volume once (atomically: a half copy is never used)."""
+def _stage(src: Path, dest: Path, volume_root: Path, mount_path: str) -> None:
+    """Copy the packed data onto the volume once (atomically: a half copy is never used).
+
+    Packed data whose rows are on a volume already (``rows_dir`` in its meta.json: the sharded
+    pipelines' output) is staged without its rows when they are on this volume (``volume_root``
+    here, ``mount_path`` in the job's pods): the staged meta.json points the job at them. Rows
+    elsewhere (another claim, a local directory) are copied in."""
     if dest.is_dir() and any(dest.iterdir()):
         return
+    meta = read_json(src / PACKED_META) if (src / PACKED_META).is_file() else {}
     with atomic_dir(dest, overwrite=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if meta.get("rows_dir"):
+            _, shards = open_packed(src)  # every listed row file is there
+            rows = Path(meta["rows_dir"]).resolve()
+            root = volume_root.resolve()
+            if rows.is_relative_to(root):
+                meta["rows_dir"] = str(Path(mount_path) / rows.relative_to(root))
+            else:
+                for path in shards.paths:
+                    shutil.copyfile(path, tmp / path.name)
+                del meta["rows_dir"]
+            write_json(tmp / PACKED_META, meta)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -171,7 +189,7 @@ def launch_training(training: dict[str, Any], launcher: dict[str, Any], base_mod
     local = Path(volume_root or cfg.mount_path) / Path(paths.root).relative_to(cfg.mount_path)
     text = yaml.safe_dump(manifest, sort_keys=False)
     _write_text(Path(manifest_file), text)
-    _stage(Path(packed), local / "packed")
+    _stage(Path(packed), local / "packed", Path(volume_root or cfg.mount_path), cfg.mount_path)
     _write_text(local / "job.yaml", text)
 
     started = time.perf_counter()
