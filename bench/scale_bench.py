@@ -12,14 +12,18 @@
    The issue's target: the stage at >= 0.8 x the raw tokenizer with the same cores.
 2. The sharded packing steps of a cluster run (``encode_shard`` per part, ``pack_parts``),
    one after another: each part's map rate and the join's rate, i.e. at how many map pods the
-   join (which starts after the last of them) takes as long as the map (docs/scale.md).
+   join (which starts after the last of them) takes as long as the map (docs/scale.md). Then the
+   shared-volume reduce the sharded pipelines run (``longalign.packing.spool``: plan, one write
+   per row file, join) over the same parts, each step timed, and its time with the writes in
+   parallel pods (plan + slowest write + join) next to the one-pod join's.
 3. Sourcing throughput (MB/s of input text through ``longalign.sourcing.source`` with the
    default config: near-dup on) with ``workers=1`` and ``workers=N`` on the sourcing benchmark's
    synthetic corpus (JSONL files, streamed by this process, plus a directory, read by the
    workers), with the per-worker rate the cost model in docs/scale.md uses; then the cluster's
    sourcing steps (``source_shard`` per part, the reduce over the parts): the reduce's own rate,
    which bounds how many map pods pay off.
-4. Equality: N workers and the sharded join write byte-identical packed rows (and N workers
+4. Equality: N workers and the sharded join write byte-identical packed rows (the shared-volume
+   reduce the same rows, cut into more files) (and N workers
    byte-identical corpus shards) to one process.
 
 Chats are the packing benchmark's synthetic ones (slices of Python's standard library sources);
@@ -117,6 +121,40 @@ def sharded(chats: Path, work: Path, model: str, max_len: int,
     return maps, (stats["tokens"], time.perf_counter() - start)
 
 
+def spooled(work: Path, model: str, max_len: int, parts: int, tokens: int,
+            writers: int) -> tuple[float, list[float], float]:
+    """The shared-volume reduce of a cluster run (``longalign.packing.spool``) over the parts
+    ``sharded`` left: the plan step, one write step per row file (``tokens_per_file`` cut so
+    there are about ``writers`` files), the join; (plan s, each write's s, join s)."""
+    from longalign.config import PackingConfig
+    from longalign.packing.spool import join_files, plan_parts, write_file
+
+    config = PackingConfig(max_len=max_len, truncation="middle",
+                           tokens_per_file=max(1, -(-tokens // writers)))
+    start = time.perf_counter()
+    _, files = plan_parts(config, model, [work / f"part-{k}" for k in range(parts)],
+                          work / "plan", work / "volume-rows", overwrite=True)
+    plan_s = time.perf_counter() - start
+    writes = []
+    for k in files:
+        start = time.perf_counter()
+        write_file(work / "plan", k, work / f"written-{k}", overwrite=True)
+        writes.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    join_files(work / "plan", [work / f"written-{k}" for k in files], work / "packed-spool",
+               overwrite=True)
+    return plan_s, writes, time.perf_counter() - start
+
+
+def same_rows(a: Path, b: Path) -> bool:
+    """Two packing outputs hold the same rows in the same order (files may be cut differently)."""
+    import pyarrow as pa
+
+    from longalign.formats import read_packed
+
+    return pa.concat_tables(read_packed(a)[1]).equals(pa.concat_tables(read_packed(b)[1]))
+
+
 def sourcing(corpus: Path, out: Path, model: str, workers: int) -> tuple[dict, float]:
     from longalign.config import SourcingConfig
     from longalign.sourcing import source
@@ -195,6 +233,8 @@ def main() -> None:
     parser.add_argument("--source-mb", type=float, default=24, help="synthetic corpus size (0: no sourcing runs)")
     parser.add_argument("--model", default="embedded:tiny")
     parser.add_argument("--parts", type=int, default=3, help="parts of the sharded packing run")
+    parser.add_argument("--writers", type=int, default=4,
+                        help="row files (one writer pod each) of the shared-volume reduce")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repeats of the packing runs (medians are shown)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child of an isolated run
@@ -281,6 +321,20 @@ def main() -> None:
         print(f"{'packing join (reduce)':<32}{join_tokens / join_s:>12,.0f}{join_s:>9.2f}")
         print(f"the join takes as long as the map at {join_tokens / join_s / map_rate:.1f} map pods "
               f"of this rate (the join's fixed costs, tokenizer load and plot, included)")
+        plan_s, writes, finish_s = spooled(work, args.model, args.max_len, args.parts,
+                                           join_tokens, args.writers)
+        print(f"\nthe same reduce with the stores and rows on a shared volume (plan, one writer "
+              f"pod per row file, join; {len(writes)} row files):")
+        print(f"{'packing plan':<32}{'':>12}{plan_s:>9.2f}")
+        for k, seconds in enumerate(writes):
+            print(f"{f'packing write {k}':<32}{join_tokens / len(writes) / seconds:>12,.0f}"
+                  f"{seconds:>9.2f}")
+        print(f"{'packing join (checks, cleanup)':<32}{'':>12}{finish_s:>9.2f}")
+        critical = plan_s + max(writes) + finish_s
+        print(f"with {len(writes)} writer pods at once the reduce takes {critical:.2f} s "
+              f"(plan + slowest write + join) against {join_s:.2f} s in one pod: "
+              f"speed-up {join_s / critical:.2f} x; all writes one after another: "
+              f"{plan_s + sum(writes) + finish_s:.2f} s")
 
         if args.source_mb > 0:
             made = generate(work / "corpus", int(args.source_mb * 2**20), seed=0)
@@ -312,7 +366,9 @@ def main() -> None:
         print(f"\n## 4. Equality: packed rows byte-identical with workers={n}: "
               f"{same_files(work / 'packed-1', work / f'packed-{n}', 'rows-*.arrow')}, "
               f"after the sharded join: "
-              f"{same_files(work / 'packed-1', work / 'packed-join', 'rows-*.arrow')}{corpus}")
+              f"{same_files(work / 'packed-1', work / 'packed-join', 'rows-*.arrow')}; "
+              f"the same rows after the shared-volume reduce: "
+              f"{same_rows(work / 'packed-1', work / 'packed-spool')}{corpus}")
 
 
 if __name__ == "__main__":

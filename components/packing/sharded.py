@@ -80,7 +80,7 @@ def packing_plan(
 
     result, files = plan_parts(parse_section("packing", config), base_model,
                                [p.path for p in parts], plan.path,
-                               volume_dir(shared_dir, "rows", plan.uri))
+                               volume_dir(shared_dir, "rows", plan.uri), shared_dir=shared_dir)
     publish(result, metrics, summary)
     return files
 

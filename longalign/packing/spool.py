@@ -60,11 +60,20 @@ def volume_dir(shared_dir: str | os.PathLike, kind: str, key: str) -> Path:
 
 def plan_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike],
                output: str | os.PathLike, rows_dir: str | os.PathLike, *,
+               shared_dir: str | os.PathLike | None = None,
                overwrite: bool = False) -> tuple[StageResult, list[int]]:
     """The plan step: join the parts' per-sample numbers (stores on the shared volume or inside
     the parts), drop duplicate ids, plan the rows and cut them into row files to be written into
-    ``rows_dir``; returns the result (the packing stats) and the file indices, one writer each."""
+    ``rows_dir``; returns the result (the packing stats) and the file indices, one writer each.
+    With ``shared_dir`` (in pods, where only the volume is shared) every store must be below it."""
     tally, stems = read_parts(parts)
+    if shared_dir is not None:
+        root = Path(shared_dir).absolute()
+        outside = [str(s) for s in stems if not Path(s).absolute().is_relative_to(root)]
+        if outside:
+            raise UserError(f"{len(outside)} packing part(s) kept their sample store in their own "
+                            f"output ({outside[0]}), where the writer pods cannot read it: run "
+                            f"packing_part with shared_dir={shared_dir}")
     tokenizer = load_tokenizer(model)
     encoder = make_encoder(config, tokenizer)
     store = SampleStore.join(stems, owned=False)

@@ -112,6 +112,21 @@ def test_join_refuses_missing_or_altered_row_files(tmp_path, tiny_model):
         volume_dir("", "rows", "x")
 
 
+def test_the_plan_refuses_stores_the_writer_pods_cannot_read(tmp_path, tiny_model):
+    """A part run without shared_dir keeps its store in its own artifact: in pods, only the
+    volume is shared, so the plan step says so instead of the writers failing one by one."""
+    config = PackingConfig(**CONFIGS["pack"])
+    source = chats_input(tmp_path / "chats")
+    volume = tmp_path / "volume"
+    encode_shard(config, tiny_model, source, tmp_path / "p0", 0, 2,
+                 store_dir=volume_dir(volume, "parts", "p0"))
+    encode_shard(config, tiny_model, source, tmp_path / "p1", 1, 2)  # no store_dir
+    with pytest.raises(UserError, match="1 packing part.*run packing_part with shared_dir"):
+        plan_parts(config, tiny_model, [tmp_path / "p0", tmp_path / "p1"], tmp_path / "plan",
+                   volume / "rows", shared_dir=volume)
+    assert not (tmp_path / "plan").exists()
+
+
 def test_readers_refuse_rows_that_are_not_all_there(tmp_path, tiny_model):
     config = PackingConfig(**CONFIGS["pack"])
     source = chats_input(tmp_path / "chats")
