@@ -34,30 +34,39 @@ class ShardedDataOutputs(NamedTuple):
     metrics: Metrics
 
 
-@dsl.pipeline(name=SHARDED_DATA_PIPELINE_NAME,
-              description="Source long texts and pack them as plain text with one pod per part "
-              "of the input and a join step per stage; the output equals the one-pod steps'.")
-def sharded_data_pipeline(
-    base_model: str = DEFAULTS["base_model"],
-    sourcing_config: dict = SOURCE_ORDER_DEFAULTS,
-    text_packing_config: dict = DEFAULTS["extend"]["packing"],
-    parts: list = [0, 1, 2],
-    shared_dir: str = platform.SHARED_DIR,
-    pvc_name: str = platform.PVC_NAME,
-) -> ShardedDataOutputs:
-    """`sourcing_config` without max_documents and mix; `text_packing_config` a packing section
-    with format text; `parts`: the part indices [0, 1, ..., n-1], one pod each per stage;
-    `shared_dir`: where packing's sample stores and rows go, on the ReadWriteMany claim
-    `pvc_name` (mounted at /mnt/longalign in the packing steps and needed by whatever reads the
-    rows)."""
-    with dsl.ParallelFor(parts, parallelism=PARALLELISM) as index:
-        source_part = sourcing_part(config=sourcing_config, base_model=base_model, index=index,
-                                    parts=parts).set_display_name("sourcing part")
-    source_join = sourcing_join(config=sourcing_config, base_model=base_model,
-                                parts=dsl.Collected(source_part.outputs["part"]))
-    source_join.set_display_name("sourcing join")
-    corpus = source_join.outputs["corpus"]
-    pack_join = packing_steps(text_packing_config, base_model, corpus, parts, shared_dir,
-                              pvc_name)
-    return ShardedDataOutputs(corpus=corpus, packed=pack_join.outputs["packed"],
-                              metrics=pack_join.outputs["metrics"])
+def sharded_data(parallelism: int = PARALLELISM):
+    """The pipeline with ``parallelism`` pods at a time per ParallelFor (0: no limit)."""
+
+    @dsl.pipeline(name=SHARDED_DATA_PIPELINE_NAME,
+                  description="Source long texts and pack them as plain text with one pod per "
+                  "part of the input, a join per stage and one pod per row file; the output "
+                  "equals the one-pod steps'.")
+    def sharded_data_pipeline(
+        base_model: str = DEFAULTS["base_model"],
+        sourcing_config: dict = SOURCE_ORDER_DEFAULTS,
+        text_packing_config: dict = DEFAULTS["extend"]["packing"],
+        parts: list = [0, 1, 2],
+        shared_dir: str = platform.SHARED_DIR,
+        pvc_name: str = platform.PVC_NAME,
+    ) -> ShardedDataOutputs:
+        """`sourcing_config` without max_documents and mix; `text_packing_config` a packing section
+        with format text; `parts`: the part indices [0, 1, ..., n-1], one pod each per stage;
+        `shared_dir`: where packing's sample stores and rows go, on the ReadWriteMany claim
+        `pvc_name` (mounted at /mnt/longalign in the packing steps and needed by whatever reads the
+        rows)."""
+        with dsl.ParallelFor(parts, parallelism=parallelism) as index:
+            source_part = sourcing_part(config=sourcing_config, base_model=base_model, index=index,
+                                        parts=parts).set_display_name("sourcing part")
+        source_join = sourcing_join(config=sourcing_config, base_model=base_model,
+                                    parts=dsl.Collected(source_part.outputs["part"]))
+        source_join.set_display_name("sourcing join")
+        corpus = source_join.outputs["corpus"]
+        pack_join = packing_steps(text_packing_config, base_model, corpus, parts, shared_dir,
+                                  pvc_name, parallelism)
+        return ShardedDataOutputs(corpus=corpus, packed=pack_join.outputs["packed"],
+                                  metrics=pack_join.outputs["metrics"])
+
+    return sharded_data_pipeline
+
+
+sharded_data_pipeline = sharded_data()

@@ -82,6 +82,24 @@ def test_compile_writes_loadable_pipeline(tmp_path):
     assert components.load_component_from_file(str(tmp_path / "p.yaml")).name == "longalign"
 
 
+def test_compile_parallelism_sets_the_sharded_pipelines_pods_at_a_time(tmp_path):
+    import yaml
+
+    for name, loops in (("longalign-sharded-packing", 2), ("longalign-sharded-data", 3)):
+        result = run_cli("compile", "-o", str(tmp_path / f"{name}.yaml"), "--pipeline", name,
+                         "--parallelism", "32")
+        assert result.returncode == 0, result.stderr
+        ir = next(yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()))
+        limits = [t["iteratorPolicy"]["parallelismLimit"]
+                  for t in ir["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+        assert limits == [32] * loops, name
+    assert_user_error(run_cli("compile", "-o", str(tmp_path / "x.yaml"), "--parallelism", "4"),
+                      "--parallelism applies to longalign-sharded-packing")
+    assert_user_error(run_cli("compile", "-o", str(tmp_path / "x.yaml"), "--pipeline",
+                              "longalign-sharded-data", "--parallelism", "-1"), "0 (no limit)")
+    assert not (tmp_path / "x.yaml").exists()
+
+
 def test_schedule_rejects_five_field_cron():
     result = run_cli("schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 0")
     assert_user_error(result, "6 fields")

@@ -39,11 +39,14 @@ def compile_(
     components_dir: Annotated[Optional[Path], typer.Option(
         help="Also write each stage component's YAML to DIR/<stage>/component.yaml.")] = None,
     pipeline: PipelineOpt = "longalign",
+    parallelism: Annotated[Optional[int], typer.Option(
+        help="The sharded pipelines: pods at a time per ParallelFor (default 8; 0: no limit). "
+        "KFP fixes it at compile time; the number of parts is the run parameter `parts`.")] = None,
 ) -> None:
     """Write the pipeline as KFP IR YAML (upload it in the KFP UI)."""
     from longalign.orchestrate import compile_components, compile_pipeline
 
-    typer.echo(f"wrote {compile_pipeline(output, pipeline=pipeline)}")
+    typer.echo(f"wrote {compile_pipeline(output, pipeline=pipeline, parallelism=parallelism)}")
     for path in compile_components(components_dir) if components_dir else []:
         typer.echo(f"wrote {path}")
 

@@ -17,10 +17,21 @@ DEFAULT_PIPELINE_YAML = Path("pipelines") / "pipeline.yaml"
 
 
 def compile_pipeline(output: str | os.PathLike = DEFAULT_PIPELINE_YAML, *,
-                     pipeline: str = "longalign") -> Path:
-    """Compile a pipeline (``longalign`` or ``longalign-multinode``) to KFP IR YAML (what the KFP
-    UI uploads)."""
-    return _compile(_pipeline(pipeline), Path(output))
+                     pipeline: str = "longalign", parallelism: int | None = None) -> Path:
+    """Compile a pipeline (``longalign``, ``longalign-multinode``, ...) to KFP IR YAML (what the
+    KFP UI uploads). ``parallelism``: the sharded pipelines' pods at a time per ParallelFor (0: no
+    limit), which KFP fixes at compile time."""
+    if parallelism is None:
+        return _compile(_pipeline(pipeline), Path(output))
+    from longalign.errors import UserError
+    from longalign.pipelines import WITH_PARALLELISM
+
+    if pipeline not in WITH_PARALLELISM:
+        raise UserError(f"--parallelism applies to {' and '.join(WITH_PARALLELISM)}, not "
+                        f"{pipeline}")
+    if parallelism < 0:
+        raise UserError(f"--parallelism must be 0 (no limit) or more, not {parallelism}")
+    return _compile(WITH_PARALLELISM[pipeline](parallelism), Path(output))
 
 
 def _compile(function: Any, output: Path) -> Path:
