@@ -20,7 +20,7 @@ import gzip
 import json
 from array import array
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Generator, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -93,6 +93,12 @@ def _files(path: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list[Reje
     return [path / f for f in found if f.name.endswith(suffixes)], errors
 
 
+def _close_all(opened: dict[int, BinaryIO]) -> None:
+    for handle in opened.values():
+        handle.close()
+    opened.clear()
+
+
 class JsonlReader(Reader):
     """One JSON object per line, in ``.jsonl`` or ``.jsonl.gz`` files."""
 
@@ -148,24 +154,39 @@ class JsonlReader(Reader):
     def size(self) -> int:
         return len(self)
 
-    def read(self, i: int) -> Iterator[Item]:
-        """Candidate ``i`` among the lines of the plain (not gzip) files."""
-        path = self.files[self.file_of[i]]
+    def read(self, i: int, opened: Optional[dict[int, BinaryIO]] = None) -> Iterator[Item]:
+        """Candidate ``i`` among the lines of the plain (not gzip) files. With ``opened`` (file
+        index -> handle, closed by the caller), the file stays open for the next line read."""
+        f = self.file_of[i]
+        path = self.files[f]
         uri = f"{path}:{self.lines[i]}"
         try:
-            with open(path, "rb") as handle:
-                handle.seek(self.offsets[i])
-                raw = handle.readline()
+            if opened is None:
+                with open(path, "rb") as handle:
+                    handle.seek(self.offsets[i])
+                    raw = handle.readline()
+            else:
+                if f not in opened:
+                    _close_all(opened)
+                    opened[f] = open(path, "rb")
+                opened[f].seek(self.offsets[i])
+                raw = opened[f].readline()
         except OSError as exc:
+            if opened is not None:
+                _close_all(opened)
             yield Rejection(uri, "unreadable", exc.strerror or str(exc))
             return
         yield parse_line(uri, raw, self.field)
 
     def _plain(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         n = len(self.offsets)
-        for i in range(n) if rng is None else rng.permutation(n):
-            self.visited += 1
-            yield list(self.read(int(i)))
+        opened: dict[int, BinaryIO] = {}
+        try:
+            for i in range(n) if rng is None else rng.permutation(n):
+                self.visited += 1
+                yield list(self.read(int(i), opened))
+        finally:
+            _close_all(opened)
 
     def _gz_lines(self, path: Path) -> Iterator[tuple[list[Item], int]]:
         lineno = 0
@@ -192,8 +213,12 @@ class JsonlReader(Reader):
         return self.read_segments(s, s + 1)
 
     def read_segments(self, start: int, stop: int) -> Iterator[list[Item]]:
-        for s in range(start, min(stop, len(self.offsets))):
-            yield list(self.read(s))
+        opened: dict[int, BinaryIO] = {}
+        try:
+            for s in range(start, min(stop, len(self.offsets))):
+                yield list(self.read(s, opened))
+        finally:
+            _close_all(opened)
         at = len(self.offsets)
         for path, n in self.gz:  # gzip cannot seek: decompress and skip to the run's first line
             lo, hi = max(start - at, 0), min(stop - at, n + 1)
@@ -344,20 +369,20 @@ class HfStreamReader(Reader):
                 return
             shard = self.dataset if n == 1 else self.dataset.shard(num_shards=n, index=s,
                                                                     contiguous=True)
-            last: list[Item] = []
-            for last in self._rows(shard, f"{self.name}#{s}:"):
-                yield last
-            broke = bool(last) and isinstance(last[0], Rejection) and last[0].detail.startswith(
-                STREAM_FAILED)
+            broke = yield from self._rows(shard, f"{self.name}#{s}:")
             failed = failed + 1 if broke else 0
 
-    def _rows(self, data, prefix: str) -> Iterator[list[Item]]:
+    def _rows(self, data, prefix: str) -> Generator[list[Item], None, bool]:
+        """The rows of ``data``; a failing stream ends with an ``unreadable`` rejection.
+        Returns whether it failed."""
         i = 0
         try:
             for i, row in enumerate(data):
                 yield [row_item(f"{prefix}{i}", row, self.field)]
         except Exception as exc:  # network or file errors end this shard (or shuffled stream)
             yield [Rejection(f"{prefix}{i}", "unreadable", f"{STREAM_FAILED}: {type(exc).__name__}: {exc}")]
+            return True
+        return False
 
     def stream(self, rng: Optional[np.random.Generator]) -> Iterator[list[Item]]:
         """In order: shard by shard, rows named NAME#SHARD:ROW. Shuffled: the datasets library's

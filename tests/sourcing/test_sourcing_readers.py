@@ -134,6 +134,49 @@ def test_jsonl_field_after_hash_and_directory_of_files(tmp_path: Path) -> None:
     assert [getattr(i, "data", None) or i.reason for i in items] == ["one", "missing_field", "two"]
 
 
+def test_jsonl_lines_of_a_file_are_read_through_one_handle(tmp_path: Path, monkeypatch) -> None:
+    """Streaming, or reading a run of segments, opens each plain file once (not once a line);
+    a file that becomes unreadable mid-run gives one rejection per remaining line, each with its
+    own line number, and the next file is read again."""
+    import builtins
+
+    import longalign.sourcing.read_tables as read_tables
+
+    for name in ("a", "b"):
+        write(tmp_path / "d" / f"{name}.jsonl",
+              "".join(json.dumps({"text": f"{name}{k}"}) + "\n" for k in range(20)))
+    reader = open_reader(f"jsonl:{tmp_path / 'd'}")
+    reader.index()
+    opened = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(read_tables, "open", counting_open, raising=False)
+    streamed = [i.data for items in reader.stream(None) for i in items]
+    assert streamed == [f"{n}{k}" for n in "ab" for k in range(20)]
+    assert opened == ["a.jsonl", "b.jsonl"]
+    opened.clear()
+    run = [i.data for items in reader.read_segments(15, 25) for i in items]
+    assert run == [f"a{k}" for k in range(15, 20)] + [f"b{k}" for k in range(5)]
+    assert opened == ["a.jsonl", "b.jsonl"]
+
+    def failing_open(path, *args, **kwargs):
+        if Path(path).name == "a.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return counting_open(path, *args, **kwargs)
+
+    opened.clear()
+    monkeypatch.setattr(read_tables, "open", failing_open, raising=False)
+    items = [i for items in reader.read_segments(18, 22) for i in items]
+    got = [(Path(i.uri).name, i.reason if isinstance(i, Rejection) else i.data) for i in items]
+    assert got == [
+        ("a.jsonl:19", "unreadable"), ("a.jsonl:20", "unreadable"), ("b.jsonl:1", "b0"),
+        ("b.jsonl:2", "b1")]
+    assert opened == ["b.jsonl"]
+
+
 def test_jsonl_undecodable_line(tmp_path: Path) -> None:
     path = write(tmp_path / "x.jsonl", b'{"text": "caf\xe9"}\n')
     [item] = read_all(open_reader(f"jsonl:{path}"))
