@@ -46,7 +46,9 @@ def packing_part(
     from longalign.packing.parallel import encode_shard
     from longalign.packing.spool import volume_dir
 
-    store_dir = volume_dir(shared_dir, "parts", part.uri) if shared_dir else None
+    # keyed on the part index too: a KFP backend without kubeflow/pipelines#11243 gives every
+    # iteration of a ParallelFor the same output URI
+    store_dir = volume_dir(shared_dir, "parts", f"{part.uri}#{index}") if shared_dir else None
     result = encode_shard(parse_section("packing", config), base_model, chats.path, part.path,
                           index, len(parts), store_dir=store_dir)
     publish(result, metrics)
