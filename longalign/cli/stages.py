@@ -87,12 +87,15 @@ def train(
 
     from longalign.training import train as run
     from longalign.training.checkpoint import EXIT_CODE, Preempted
+    from longalign.training.distributed import shutdown
 
     try:
         result = run(cfg.training, cfg.base_model, packed, output, overwrite=overwrite)
     except Preempted as exc:
+        shutdown()
         print(f"{exc}; rerun with --resume", file=sys.stderr)
         raise typer.Exit(code=EXIT_CODE) from None
+    shutdown()
     if os.environ.get("RANK", "0") == "0":
         _report(result)
 

@@ -209,6 +209,17 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def shutdown() -> None:
+    """Destroy the default process group, if this process has one: the end of a rank's work.
+    A group left for the interpreter's exit to tear down can abort the process there ("terminate
+    called without an active exception", SIGABRT), after its work is done: seen once on a ZeRO-3
+    rank on CPU. A launcher would report such a rank as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _free_port() -> int:
     import socket
 

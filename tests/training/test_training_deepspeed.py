@@ -32,10 +32,13 @@ def _worker(rank, world, port, packed, out):
     torch.set_num_threads(1)
     from longalign.training import train
 
+    from longalign.training.distributed import shutdown
+
     stats = train(TrainingConfig(**CONFIG), MODEL, packed, os.path.join(out, "model"))
     with open(os.path.join(out, f"stats-{rank}.json"), "w") as f:
         json.dump({k: stats[k] for k in ("loss", "steps", "zero_stage", "world_size",
                                          "grad_norm")}, f)
+    shutdown()  # as `longalign train` ends: the group is not left to the interpreter's exit
 
 
 def _free_port():

@@ -58,6 +58,9 @@ def _worker(rank, world, port, packed, out):
     stats = train(TrainingConfig(epochs=1, learning_rate=1e-2, warmup_ratio=0.0), MODEL, packed,
                   os.path.join(out, "model"))
     torch.save(stats.stats, os.path.join(out, f"stats-{rank}.pt"))
+    from longalign.training.distributed import shutdown
+
+    shutdown()  # as `longalign train` ends: the group is not left to the interpreter's exit
 
 
 def _free_port():
@@ -106,3 +109,21 @@ def test_two_processes_equal_one_process(tmp_path, monkeypatch):
     w2 = load_file(out / "model" / "model.safetensors")
     w1 = load_file(tmp_path / "one" / "model.safetensors")
     assert max(float((w2[k] - w1[k]).abs().max()) for k in w1) < 1e-4
+
+
+def test_shutdown_destroys_the_group_once_and_is_harmless_without_one():
+    import torch.distributed as dist
+
+    from longalign.training.distributed import shutdown
+
+    assert not dist.is_initialized()
+    shutdown()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                            world_size=1)
+    try:
+        assert dist.is_initialized()
+        shutdown()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -92,6 +92,9 @@ def _worker(rank, world, port, packed, out):
     report["resumed"] = {k: resumed[k] for k in keep}
     with open(os.path.join(out, f"report-{rank}.json"), "w") as f:
         json.dump(report, f)
+    from longalign.training.distributed import shutdown
+
+    shutdown()  # as `longalign train` ends: the group is not left to the interpreter's exit
 
 
 def _free_port():
