@@ -33,7 +33,9 @@ def training(
     from longalign.components.common import publish
     from longalign.config import parse_section
     from longalign.training import train
+    from longalign.training.distributed import shutdown
 
     start = start_model.path if start_model is not None else base_model
     result = train(parse_section("training", config), start, packed.path, model.path)
+    shutdown()  # a process group (FSDP2's group of one) is not left to the interpreter's exit
     publish(result, metrics, summary)
