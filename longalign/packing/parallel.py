@@ -219,9 +219,3 @@ def read_parts(parts: list[str | os.PathLike]) -> tuple[Tally, list[Path]]:
         tally.merge(summary)
     return tally, [Path(summary.get("store") or path / PART) for _, summary, path in found]
 
-
-def volume_stores(parts: list[str | os.PathLike]) -> list[Path]:
-    """The store parts of ``parts`` that were written outside them (``encode_shard``'s
-    ``store_dir``, on the shared volume): the ones a join may delete."""
-    return [Path(read_json(Path(p) / TALLY)["store"]) for p in parts
-            if "store" in read_json(Path(p) / TALLY)]

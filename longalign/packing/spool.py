@@ -37,9 +37,9 @@ from longalign.errors import UserError
 from longalign.formats import PACKED
 from longalign.io import atomic_dir, read_json, write_json
 from longalign.models import load_tokenizer
-from longalign.packing.parallel import make_encoder, read_parts, volume_stores
+from longalign.packing.parallel import make_encoder, read_parts
 from longalign.packing.stage import finish, plan_store
-from longalign.packing.store import RowFile, SampleStore, batch_tokens, cut_files
+from longalign.packing.store import RowFile, SampleStore, cut_files
 from longalign.results import StageResult
 
 log = logging.getLogger("longalign")
@@ -96,11 +96,13 @@ def plan_parts(config: PackingConfig, model: str, parts: list[str | os.PathLike]
         for name in ARRAYS:
             np.save(Path(tmp) / f"{name}.npy", arrays[name], allow_pickle=False)
         files = [{"name": n, "batches": [s, e],
-                  "rows": int(arrays["batches"][e] - arrays["batches"][s]),
-                  "tokens": sum(batch_tokens(store.lengths, b) for b in batches[s:e])}
-                 for n, (s, e) in zip(names, cuts)]
-        write_json(Path(tmp) / PLAN, {"stores": [str(Path(s).absolute()) for s in stems],
-                                      "volume_stores": [str(s) for s in volume_stores(parts)],
+                  "rows": int(arrays["batches"][e] - arrays["batches"][s]), "tokens": t}
+                 for n, (s, e, t) in zip(names, cuts)]
+        stores = [Path(s).absolute() for s in stems]
+        inside = {Path(p).absolute() for p in parts}  # stores kept in the parts' own outputs
+        write_json(Path(tmp) / PLAN, {"stores": [str(s) for s in stores],
+                                      "volume_stores": [str(s) for s in stores
+                                                        if s.parent not in inside],
                                       "rows_dir": str(rows_dir), "files": files,
                                       "tokens_per_file": config.tokens_per_file})
         (Path(tmp) / PACKED_DIR).mkdir()

@@ -282,18 +282,18 @@ def batch_tokens(lengths: np.ndarray, batch: list[list[int]]) -> int:
 
 
 def cut_files(lengths: np.ndarray, batches: Sequence[list[list[int]]],
-              tokens_per_file: int | None = None) -> list[tuple[int, int]]:
-    """The micro-batch range ``[start, stop)`` of every row file ``write_rows`` writes: a new file
-    starts at a micro-batch boundary once a file holds ``tokens_per_file`` tokens."""
+              tokens_per_file: int | None = None) -> list[tuple[int, int, int]]:
+    """The micro-batch range ``[start, stop)`` and the tokens of every row file ``write_rows``
+    writes: a new file starts at a micro-batch boundary once a file holds ``tokens_per_file``
+    tokens."""
     tokens_per_file = tokens_per_file or TOKENS_PER_FILE
-    starts: list[int] = []
-    file_tokens = 0
+    files: list[list[int]] = []  # [start, stop, tokens]
     for k, batch in enumerate(batches):
-        if not starts or file_tokens >= tokens_per_file:
-            starts.append(k)
-            file_tokens = 0
-        file_tokens += batch_tokens(lengths, batch)
-    return list(zip(starts, starts[1:] + [len(batches)]))
+        if not files or files[-1][2] >= tokens_per_file:
+            files.append([k, k, 0])
+        files[-1][1] = k + 1
+        files[-1][2] += batch_tokens(lengths, batch)
+    return [(a, b, t) for a, b, t in files]
 
 
 def write_rows(out_dir: Path, store: SampleStore, batches: Iterable[list[list[int]]], *,
